@@ -1,0 +1,39 @@
+"""Alembic operations for the job schema.
+
+Import this module in an Alembic ``env.py``::
+
+    import sqla_pgjobs.alembic  # noqa: F401  (registers op.create_pgjobs_schema and friends)
+
+and a revision can then say::
+
+    def upgrade() -> None:
+        op.create_pgjobs_schema()
+
+    def downgrade() -> None:
+        op.drop_pgjobs_schema()
+
+``op.create_pgjobs_schema()`` with no arguments always installs schema **version 1** in
+schema ``app_jobs``, so a revision written today replays identically after any library
+upgrade. Newer versions arrive through ``op.upgrade_pgjobs_schema(from_version=1,
+to_version=2)`` in a later revision (or ``op.create_pgjobs_schema(version=2)`` in a new
+project). Both work online and in offline ``--sql`` mode.
+"""
+
+from __future__ import annotations
+
+from sqla_pgjobs.alembic import render, toimpl
+from sqla_pgjobs.alembic.ops import (
+    CreatePgjobsSchemaOp,
+    DowngradePgjobsSchemaOp,
+    DropPgjobsSchemaOp,
+    UpgradePgjobsSchemaOp,
+)
+
+__all__ = [
+    "CreatePgjobsSchemaOp",
+    "DowngradePgjobsSchemaOp",
+    "DropPgjobsSchemaOp",
+    "UpgradePgjobsSchemaOp",
+    "render",
+    "toimpl",
+]

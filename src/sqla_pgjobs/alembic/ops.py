@@ -1,0 +1,155 @@
+"""The job schema's Alembic operations: plain data, each with its ``reverse()``.
+
+What they do lives in :mod:`sqla_pgjobs.alembic.toimpl`, how autogenerate prints them in
+:mod:`sqla_pgjobs.alembic.render` (the split Alembic itself uses).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from alembic.operations import MigrateOperation, Operations
+
+from sqla_pgjobs.errors import SchemaVersionError
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, validate_schema_name
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+__all__ = [
+    "CreatePgjobsSchemaOp",
+    "DowngradePgjobsSchemaOp",
+    "DropPgjobsSchemaOp",
+    "UpgradePgjobsSchemaOp",
+]
+
+
+def _version(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= LATEST_VERSION:
+        raise SchemaVersionError(
+            f"{name}={value!r} is not a schema version this library knows; "
+            f"known versions are 1 to {LATEST_VERSION}"
+        )
+    return value
+
+
+@Operations.register_operation("create_pgjobs_schema")
+class CreatePgjobsSchemaOp(MigrateOperation):
+    """Create the job schema at a given version (default: version 1, schema ``app_jobs``)."""
+
+    def __init__(self, schema: str = DEFAULT_SCHEMA, version: int = 1) -> None:
+        self.schema = validate_schema_name(schema)
+        self.version = _version(version, "version")
+
+    @classmethod
+    def create_pgjobs_schema(
+        cls, operations: Operations, schema: str = DEFAULT_SCHEMA, version: int = 1
+    ) -> None:
+        """Create the job schema ``schema`` at schema version ``version``.
+
+        Without arguments this is version 1 in ``app_jobs``, forever: the call in a
+        revision replays identically whatever library version runs it.
+        """
+        operations.invoke(cls(schema, version))
+
+    def reverse(self) -> DropPgjobsSchemaOp:
+        return DropPgjobsSchemaOp(self.schema, self.version)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("create_pgjobs_schema", self.schema, self.version)
+
+
+@Operations.register_operation("drop_pgjobs_schema")
+class DropPgjobsSchemaOp(MigrateOperation):
+    """Drop the job schema. ``version`` is the version its reverse re-creates."""
+
+    def __init__(self, schema: str = DEFAULT_SCHEMA, version: int = 1) -> None:
+        self.schema = validate_schema_name(schema)
+        self.version = _version(version, "version")
+
+    @classmethod
+    def drop_pgjobs_schema(
+        cls, operations: Operations, schema: str = DEFAULT_SCHEMA, version: int = 1
+    ) -> None:
+        """Drop the job schema ``schema`` and all its jobs.
+
+        Refuses, naming them, while objects outside the schema (enqueue triggers on your
+        tables) depend on it. ``version`` only matters to ``reverse()``.
+        """
+        operations.invoke(cls(schema, version))
+
+    def reverse(self) -> CreatePgjobsSchemaOp:
+        return CreatePgjobsSchemaOp(self.schema, self.version)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("drop_pgjobs_schema", self.schema, self.version)
+
+
+@Operations.register_operation("upgrade_pgjobs_schema")
+class UpgradePgjobsSchemaOp(MigrateOperation):
+    """Move an installed job schema from ``from_version`` up to ``to_version``.
+
+    Both versions are explicit so the revision means the same thing online, offline and
+    after any library upgrade; online, the SQL checks the installed version first.
+    """
+
+    def __init__(self, to_version: int, from_version: int, schema: str = DEFAULT_SCHEMA) -> None:
+        self.to_version = _version(to_version, "to_version")
+        self.from_version = _version(from_version, "from_version")
+        if self.to_version <= self.from_version:
+            raise SchemaVersionError(
+                f"upgrade_pgjobs_schema needs to_version > from_version, "
+                f"got from_version={from_version}, to_version={to_version}"
+            )
+        self.schema = validate_schema_name(schema)
+
+    @classmethod
+    def upgrade_pgjobs_schema(
+        cls,
+        operations: Operations,
+        to_version: int,
+        *,
+        from_version: int,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        """Upgrade the job schema ``schema`` from ``from_version`` to ``to_version``."""
+        operations.invoke(cls(to_version, from_version, schema))
+
+    def reverse(self) -> DowngradePgjobsSchemaOp:
+        return DowngradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("upgrade_pgjobs_schema", self.schema, self.from_version, self.to_version)
+
+
+@Operations.register_operation("downgrade_pgjobs_schema")
+class DowngradePgjobsSchemaOp(MigrateOperation):
+    """Move an installed job schema from ``from_version`` down to ``to_version``."""
+
+    def __init__(self, to_version: int, from_version: int, schema: str = DEFAULT_SCHEMA) -> None:
+        self.to_version = _version(to_version, "to_version")
+        self.from_version = _version(from_version, "from_version")
+        if self.to_version >= self.from_version:
+            raise SchemaVersionError(
+                f"downgrade_pgjobs_schema needs to_version < from_version, "
+                f"got from_version={from_version}, to_version={to_version}"
+            )
+        self.schema = validate_schema_name(schema)
+
+    @classmethod
+    def downgrade_pgjobs_schema(
+        cls,
+        operations: Operations,
+        to_version: int,
+        *,
+        from_version: int,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        """Downgrade the job schema ``schema`` from ``from_version`` to ``to_version``."""
+        operations.invoke(cls(to_version, from_version, schema))
+
+    def reverse(self) -> UpgradePgjobsSchemaOp:
+        return UpgradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("downgrade_pgjobs_schema", self.schema, self.from_version, self.to_version)

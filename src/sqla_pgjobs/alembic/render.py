@@ -1,0 +1,56 @@
+"""How autogenerate writes the job schema's operations into a revision file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from alembic.autogenerate import renderers
+
+from sqla_pgjobs.alembic.ops import (
+    CreatePgjobsSchemaOp,
+    DowngradePgjobsSchemaOp,
+    DropPgjobsSchemaOp,
+    UpgradePgjobsSchemaOp,
+)
+from sqla_pgjobs.schema import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+
+__all__: list[str] = []
+
+_IMPORT = "import sqla_pgjobs.alembic  # noqa: F401"
+
+
+def _schema_arg(schema: str) -> str:
+    return "" if schema == DEFAULT_SCHEMA else f", schema={schema!r}"
+
+
+@renderers.dispatch_for(CreatePgjobsSchemaOp)
+def _create(autogen_context: AutogenContext, op: CreatePgjobsSchemaOp) -> str:
+    autogen_context.imports.add(_IMPORT)
+    return f"op.create_pgjobs_schema(version={op.version}{_schema_arg(op.schema)})"
+
+
+@renderers.dispatch_for(DropPgjobsSchemaOp)
+def _drop(autogen_context: AutogenContext, op: DropPgjobsSchemaOp) -> str:
+    autogen_context.imports.add(_IMPORT)
+    return f"op.drop_pgjobs_schema(version={op.version}{_schema_arg(op.schema)})"
+
+
+@renderers.dispatch_for(UpgradePgjobsSchemaOp)
+def _upgrade(autogen_context: AutogenContext, op: UpgradePgjobsSchemaOp) -> str:
+    autogen_context.imports.add(_IMPORT)
+    return (
+        f"op.upgrade_pgjobs_schema({op.to_version}, from_version={op.from_version}"
+        f"{_schema_arg(op.schema)})"
+    )
+
+
+@renderers.dispatch_for(DowngradePgjobsSchemaOp)
+def _downgrade(autogen_context: AutogenContext, op: DowngradePgjobsSchemaOp) -> str:
+    autogen_context.imports.add(_IMPORT)
+    return (
+        f"op.downgrade_pgjobs_schema({op.to_version}, from_version={op.from_version}"
+        f"{_schema_arg(op.schema)})"
+    )

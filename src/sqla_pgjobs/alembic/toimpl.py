@@ -1,0 +1,58 @@
+"""What the job schema's Alembic operations execute.
+
+Every statement goes through :func:`sqla_pgjobs.schema.as_text` and
+``operations.execute``: online it runs on the migration's connection, offline (``--sql``)
+Alembic prints it. Offline output is only correct when the environment configures
+``dialect_opts={"paramstyle": "named"}`` (Alembic's stock ``env.py`` does), otherwise
+every ``%`` in the function bodies is printed doubled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from alembic.operations import Operations
+
+from sqla_pgjobs import schema as sql
+from sqla_pgjobs.alembic.ops import (
+    CreatePgjobsSchemaOp,
+    DowngradePgjobsSchemaOp,
+    DropPgjobsSchemaOp,
+    UpgradePgjobsSchemaOp,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__: list[str] = []
+
+
+def _execute(operations: Operations, statements: Iterable[str]) -> None:
+    for statement in statements:
+        operations.execute(sql.as_text(statement))
+
+
+@Operations.implementation_for(CreatePgjobsSchemaOp)
+def create_pgjobs_schema(operations: Operations, operation: CreatePgjobsSchemaOp) -> None:
+    _execute(operations, sql.install_statements(operation.schema, operation.version))
+
+
+@Operations.implementation_for(DropPgjobsSchemaOp)
+def drop_pgjobs_schema(operations: Operations, operation: DropPgjobsSchemaOp) -> None:
+    _execute(operations, sql.drop_statements(operation.schema))
+
+
+@Operations.implementation_for(UpgradePgjobsSchemaOp)
+def upgrade_pgjobs_schema(operations: Operations, operation: UpgradePgjobsSchemaOp) -> None:
+    _execute(
+        operations,
+        sql.upgrade_statements(operation.schema, operation.from_version, operation.to_version),
+    )
+
+
+@Operations.implementation_for(DowngradePgjobsSchemaOp)
+def downgrade_pgjobs_schema(operations: Operations, operation: DowngradePgjobsSchemaOp) -> None:
+    _execute(
+        operations,
+        sql.downgrade_statements(operation.schema, operation.from_version, operation.to_version),
+    )

@@ -1,0 +1,232 @@
+"""The job schema's SQL: versioned ``.sql`` files rendered for a schema name.
+
+Every way of installing the schema (the Alembic ops online and with ``--sql``, the test
+bed, later ``pgjobs migrate``) goes through :func:`install_statements`,
+:func:`upgrade_statements`, :func:`downgrade_statements` and :func:`drop_statements`, and
+executes each statement with :func:`as_text`. That is the one execution path the
+escaping is pinned for.
+
+The ``.sql`` files write the schema as ``app_jobs``; :func:`render` replaces that token
+with the quoted identifier of the configured schema. It is the only place a schema name
+is substituted.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects import postgresql
+
+from sqla_pgjobs.errors import SchemaNameError, SchemaVersionError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "LATEST_VERSION",
+    "as_text",
+    "downgrade_statements",
+    "drop",
+    "drop_statements",
+    "install",
+    "install_statements",
+    "quote_schema",
+    "render",
+    "split_statements",
+    "upgrade_statements",
+    "validate_schema_name",
+]
+
+DEFAULT_SCHEMA = "app_jobs"
+
+#: The newest schema version this library knows. Version 1 is ``schema_v1.sql``; version
+#: N > 1 is reached from N - 1 with ``upgrade_v{N-1}_to_v{N}.sql`` (and left again with
+#: ``downgrade_v{N}_to_v{N-1}.sql``).
+LATEST_VERSION = 1
+
+_TOKEN = re.compile(r"\bapp_jobs\b")
+# What sqlalchemy.text() would take for a bind parameter (its own pattern, see
+# sqlalchemy.sql.elements.TextClause._bind_params_regex).
+_BIND = re.compile(r"(?<![:\w\x5c]):(?=\w+(?!:))")
+_PREPARER = postgresql.dialect().identifier_preparer
+# PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
+_MAX_IDENTIFIER_BYTES = 63
+
+
+def validate_schema_name(schema: str) -> str:
+    """Return ``schema`` if PostgreSQL can hold it as the job schema, else raise.
+
+    Any name PostgreSQL accepts as a quoted identifier works, except names that would be
+    silently truncated, system names (``pg_*``, ``information_schema``) and names with
+    ``$`` (the SQL files quote function bodies with ``$$``).
+    """
+    if not isinstance(schema, str) or not schema:
+        raise SchemaNameError(schema, "a non-empty string")
+    if len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
+        raise SchemaNameError(schema, f"at most {_MAX_IDENTIFIER_BYTES} bytes")
+    if "\x00" in schema or "$" in schema:
+        raise SchemaNameError(schema, "no NUL or '$' characters")
+    if schema.startswith("pg_") or schema == "information_schema":
+        raise SchemaNameError(schema, "not a system schema name (pg_*, information_schema)")
+    return schema
+
+
+def quote_schema(schema: str) -> str:
+    """The schema name as a SQL identifier: bare when that reads back unchanged, else quoted."""
+    validate_schema_name(schema)
+    return _PREPARER.quote(schema)
+
+
+def render(sql: str, schema: str = DEFAULT_SCHEMA) -> str:
+    """Replace the ``app_jobs`` token in ``sql`` with ``schema`` as an identifier."""
+    quoted = quote_schema(schema)
+    return _TOKEN.sub(lambda _: quoted, sql)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a SQL script into statements at top-level semicolons.
+
+    Understands ``--`` and ``/* */`` comments, ``'...'``, ``E'...'``, ``"..."`` and
+    ``$tag$...$tag$`` quoting, which is all the package's SQL files use. Statements are
+    returned without their terminating semicolon; comment-only pieces are dropped.
+    """
+    statements: list[str] = []
+    start = 0
+    i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end + 1
+        elif ch == "/" and sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif ch in "'\"":
+            i = _end_of_quoted(sql, i, ch)
+        elif ch == "$":
+            match = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$").match(sql, i)
+            if match:
+                end = sql.find(match.group(0), match.end())
+                i = n if end == -1 else end + len(match.group(0))
+            else:
+                i += 1
+        elif ch == ";":
+            statements.append(sql[start:i])
+            i += 1
+            start = i
+        else:
+            i += 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _end_of_quoted(sql: str, i: int, quote: str) -> int:
+    backslash_escapes = quote == "'" and i > 0 and sql[i - 1] in "eE"
+    j = i + 1
+    while j < len(sql):
+        if backslash_escapes and sql[j] == "\\":
+            j += 2
+            continue
+        if sql[j] == quote:
+            if sql.startswith(quote * 2, j):
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    return j
+
+
+def _has_code(statement: str) -> bool:
+    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S)
+    return bool(without_comments.strip())
+
+
+def as_text(statement: str) -> TextClause:
+    """Wrap one statement for execution, so that nothing in it is taken for a bind.
+
+    Colons that :func:`sqlalchemy.text` would read as ``:name`` parameters are escaped;
+    ``%`` is left alone (``text()`` doubles it for pyformat drivers online, and Alembic's
+    offline mode with ``paramstyle="named"`` prints it as is).
+    """
+    return text(_BIND.sub(r"\\:", statement))
+
+
+@cache
+def _read(name: str) -> str:
+    return resources.files("sqla_pgjobs").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def _check_version(version: int, what: str) -> None:
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not (1 <= version <= LATEST_VERSION)
+    ):
+        raise SchemaVersionError(
+            f"{what} {version!r} is not a schema version this library knows; "
+            f"known versions are 1 to {LATEST_VERSION}"
+        )
+
+
+def install_statements(schema: str = DEFAULT_SCHEMA, version: int = 1) -> list[str]:
+    """The statements that create the job schema at ``version`` in an empty database."""
+    _check_version(version, "version")
+    statements = split_statements(render(_read("schema_v1.sql"), schema))
+    if version > 1:
+        statements += upgrade_statements(schema, 1, version)
+    return statements
+
+
+def upgrade_statements(schema: str, from_version: int, to_version: int) -> list[str]:
+    """The statements that move an installed schema from one version up to a later one."""
+    _check_version(from_version, "from_version")
+    _check_version(to_version, "to_version")
+    if to_version <= from_version:
+        raise SchemaVersionError(
+            f"cannot upgrade from version {from_version} to {to_version}: "
+            "to_version must be greater than from_version"
+        )
+    statements: list[str] = []
+    for step in range(from_version, to_version):
+        statements += split_statements(render(_read(f"upgrade_v{step}_to_v{step + 1}.sql"), schema))
+    return statements
+
+
+def downgrade_statements(schema: str, from_version: int, to_version: int) -> list[str]:
+    """The statements that move an installed schema from one version down to an earlier one."""
+    _check_version(from_version, "from_version")
+    _check_version(to_version, "to_version")
+    if to_version >= from_version:
+        raise SchemaVersionError(
+            f"cannot downgrade from version {from_version} to {to_version}: "
+            "to_version must be less than from_version"
+        )
+    statements: list[str] = []
+    for step in range(from_version, to_version, -1):
+        statements += split_statements(
+            render(_read(f"downgrade_v{step}_to_v{step - 1}.sql"), schema)
+        )
+    return statements
+
+
+def drop_statements(schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """The statements that remove the job schema, refusing while user objects depend on it."""
+    return split_statements(render(_read("drop.sql"), schema))
+
+
+def install(connection: Connection, schema: str = DEFAULT_SCHEMA, version: int = 1) -> None:
+    """Create the job schema at ``version`` through ``connection`` (in its transaction)."""
+    for statement in install_statements(schema, version):
+        connection.execute(as_text(statement))
+
+
+def drop(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
+    """Remove the job schema through ``connection``; refuses while user objects depend on it."""
+    for statement in drop_statements(schema):
+        connection.execute(as_text(statement))

@@ -1,0 +1,85 @@
+"""The test bed: a real PostgreSQL, a template database with the job schema, one database per test.
+
+Set PGJOBS_TEST_DATABASE_URL to use a server of your own; otherwise Docker or the embedded
+server is used (see sqla_pgjobs.testing). PGJOBS_TEST_SCHEMA runs the suite with the job
+schema under another name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import create_engine
+
+from sqla_pgjobs.schema import LATEST_VERSION, install
+from sqla_pgjobs.testing import (
+    create_database,
+    drop_database,
+    postgres_server,
+    unique_database_name,
+)
+from tests.helpers import SCHEMA
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from sqlalchemy.engine import URL, Engine
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[URL]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def schema_name() -> str:
+    return SCHEMA
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: URL) -> Iterator[str]:
+    name = unique_database_name("pgjobs_tpl")
+    url = create_database(server_url, name)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            install(connection, SCHEMA, LATEST_VERSION)
+    finally:
+        engine.dispose()
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def new_database(server_url: URL) -> Iterator[Callable[..., URL]]:
+    """Make fresh databases (empty, or copies of a template); all are dropped afterwards."""
+    names: list[str] = []
+
+    def make(template: str | None = None) -> URL:
+        names.append(unique_database_name())
+        return create_database(server_url, names[-1], template=template)
+
+    yield make
+    for name in names:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(new_database: Callable[..., URL], template_database: str) -> URL:
+    """A fresh database with the job schema installed."""
+    return new_database(template_database)
+
+
+@pytest.fixture
+def empty_database_url(new_database: Callable[..., URL]) -> URL:
+    """A fresh database without the job schema."""
+    return new_database()
+
+
+@pytest.fixture
+def engine(database_url: URL) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()

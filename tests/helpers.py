@@ -1,0 +1,93 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import TextClause, text
+
+import sqla_pgjobs.alembic  # noqa: F401  (registers the ops)
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, quote_schema, render
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Connection, Engine
+
+#: The job schema's name in this test run (CI runs the suite once under an awkward name).
+SCHEMA = os.environ.get("PGJOBS_TEST_SCHEMA", DEFAULT_SCHEMA)
+
+
+def sql(statement: str) -> TextClause:
+    """``text()`` of a statement written with ``app_jobs``, for this run's schema."""
+    return text(render(statement, SCHEMA))
+
+
+def raw(statement: str) -> str:
+    """A statement written with ``app_jobs``, as a string for this run's schema (psycopg)."""
+    return render(statement, SCHEMA)
+
+
+_CATALOG_QUERIES = {
+    "columns": """
+        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+               a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity
+          FROM pg_attribute a
+          JOIN pg_class c ON c.oid = a.attrelid
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE c.relnamespace = :ns AND c.relkind IN ('r', 'p') AND a.attnum > 0
+           AND NOT a.attisdropped
+         ORDER BY 1, 2""",
+    "constraints": """
+        SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
+          FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+         WHERE c.relnamespace = :ns ORDER BY 1, 2""",
+    "indexes": """
+        SELECT indexname, indexdef FROM pg_indexes
+         WHERE schemaname = :name ORDER BY 1""",
+    "functions": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+               pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
+               p.prosecdef, p.provolatile, p.proisstrict, p.proconfig, p.prosrc,
+               obj_description(p.oid, 'pg_proc'), p.proacl::text
+          FROM pg_proc p WHERE p.pronamespace = :ns ORDER BY 1, 2""",
+    "triggers": """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = :ns AND NOT t.tgisinternal ORDER BY 1, 2""",
+    "tables": """
+        SELECT c.relname, c.relkind, c.relacl::text FROM pg_class c
+         WHERE c.relnamespace = :ns ORDER BY 1""",
+}
+
+
+def catalog(connection: Connection, schema: str = SCHEMA) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything about the job schema that a migration decides, with the schema's own name
+    replaced by ``app_jobs`` so that catalogs of differently named schemas compare equal."""
+    ns = connection.execute(
+        text("SELECT oid FROM pg_namespace WHERE nspname = :name"), {"name": schema}
+    ).scalar_one()
+    quoted = re.escape(quote_schema(schema))
+
+    def normal(value: Any) -> Any:
+        if isinstance(value, str):
+            return re.sub(rf"(?<![\w\"]){quoted}(?=\.)", "app_jobs", value)
+        if isinstance(value, list):
+            return [normal(v) for v in value]
+        return value
+
+    result: dict[str, list[tuple[Any, ...]]] = {}
+    for key, query in _CATALOG_QUERIES.items():
+        rows = connection.execute(text(query), {"ns": ns, "name": schema}).all()
+        result[key] = [tuple(normal(v) for v in row) for row in rows]
+    return result
+
+
+def run_ops(engine: Engine, ops: Callable[[Any], None]) -> None:
+    """Run Alembic operations online, in one transaction, as a revision would."""
+    with engine.begin() as connection:
+        ops(Operations(MigrationContext.configure(connection)))
