@@ -53,7 +53,7 @@ _TOKEN = re.compile(r"\bapp_jobs\b")
 # What sqlalchemy.text() would take for a bind parameter (its own pattern, see
 # sqlalchemy.sql.elements.TextClause._bind_params_regex).
 _BIND = re.compile(r"(?<![:\w\x5c]):(?=\w+(?!:))")
-_PREPARER = postgresql.dialect().identifier_preparer
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
 _MAX_IDENTIFIER_BYTES = 63
 

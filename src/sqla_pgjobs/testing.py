@@ -49,15 +49,15 @@ class NoPostgresError(PgJobsError):
 @contextlib.contextmanager
 def postgres_server() -> Iterator[URL]:
     """Yield the URL of a PostgreSQL server's maintenance database (see the module doc)."""
-    if url := os.environ.get(URL_VARIABLE):
-        yield sqlalchemy_url(url)
+    if configured := os.environ.get(URL_VARIABLE):
+        yield sqlalchemy_url(configured)
         return
     if os.environ.get(DOCKER_VARIABLE, "auto") != "0" and _docker_answers():
-        with _container() as url:
-            yield url
+        with _container() as container_url:
+            yield container_url
         return
-    with _embedded() as url:
-        yield url
+    with _embedded() as embedded_url:
+        yield embedded_url
 
 
 def _docker_answers() -> bool:
@@ -101,7 +101,8 @@ def _embedded() -> Iterator[URL]:
             "answers, and the embedded server is not installed "
             "(pip install 'sqla-pgjobs[testing]'; pgserver has wheels for Python 3.11 and 3.12)"
         ) from exc
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="pgjobs-test-"), cleanup_mode="delete")
+    data_directory = tempfile.mkdtemp(prefix="pgjobs-test-")
+    server = pgserver.get_server(data_directory, cleanup_mode="delete")  # type: ignore[attr-defined]
     try:
         yield sqlalchemy_url(server.get_uri())
     finally:
