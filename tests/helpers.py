@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import TextClause, text
@@ -13,10 +15,22 @@ from sqlalchemy import TextClause, text
 import sqla_pgjobs.alembic  # noqa: F401  (registers the ops)
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, quote_schema, render
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+__all__ = [
+    "SCHEMA",
+    "catalog",
+    "libpq_url",
+    "listening",
+    "notifications",
+    "quote_schema",
+    "raw",
+    "run_ops",
+    "sql",
+]
 
-    from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from sqlalchemy.engine import URL, Connection, Engine
 
 #: The job schema's name in this test run (CI runs the suite once under an awkward name).
 SCHEMA = os.environ.get("PGJOBS_TEST_SCHEMA", DEFAULT_SCHEMA)
@@ -91,3 +105,21 @@ def run_ops(engine: Engine, ops: Callable[[Any], None]) -> None:
     """Run Alembic operations online, in one transaction, as a revision would."""
     with engine.begin() as connection:
         ops(Operations(MigrationContext.configure(connection)))
+
+
+def libpq_url(url: URL) -> str:
+    """A SQLAlchemy URL as a libpq connection string (for psycopg and psql)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def listening(url: URL, channel: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection that LISTENs on ``channel``."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(f'LISTEN "{channel}"')
+        yield connection
+
+
+def notifications(connection: psycopg.Connection[Any], timeout: float = 0.5) -> list[str]:
+    """The channels of the notifications that arrive within ``timeout`` seconds."""
+    return [n.channel for n in connection.notifies(timeout=timeout)]

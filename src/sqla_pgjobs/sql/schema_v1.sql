@@ -531,6 +531,7 @@ DECLARE
   v_ids bigint[] := '{}';
   v_queues text[] := '{}';
   v_priority integer;
+  v_cursor refcursor;
   v_candidate record;
   v_queue record;
 BEGIN
@@ -554,7 +555,9 @@ BEGIN
 
   <<priorities>>
   WHILE v_priority IS NOT NULL LOOP
-    FOR v_candidate IN
+    -- An explicit cursor fetches (and so row-locks) one candidate at a time; a FOR loop
+    -- over the query would prefetch and lock ten, taking them from other workers (P3).
+    OPEN v_cursor FOR
       SELECT j.id, j.queue_name
         FROM app_jobs.jobs j
        WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
@@ -563,8 +566,11 @@ BEGIN
          AND (get_jobs.task_identifiers IS NULL
               OR j.task_identifier = ANY (get_jobs.task_identifiers))
        ORDER BY j.run_at, j.id
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE SKIP LOCKED;
     LOOP
+      FETCH v_cursor INTO v_candidate;
+      EXIT WHEN NOT FOUND;
+
       IF v_candidate.queue_name IS NOT NULL THEN
         CONTINUE WHEN v_candidate.queue_name = ANY (v_queues);
 
@@ -598,8 +604,10 @@ BEGIN
       END IF;
 
       v_ids := v_ids || v_candidate.id;
-      EXIT priorities WHEN cardinality(v_ids) >= v_limit;
+      EXIT WHEN cardinality(v_ids) >= v_limit;
     END LOOP;
+    CLOSE v_cursor;
+    EXIT priorities WHEN cardinality(v_ids) >= v_limit;
 
     SELECT min(j.priority) INTO v_priority
       FROM app_jobs.jobs j
@@ -1069,6 +1077,8 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  -- TG_ARGV arrives 0-based; a slice is always 1-based.
+  args := coalesce(args[array_lower(args, 1):], '{}');
   IF args[1] ~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' THEN
     db_id := args[1]::uuid;
     task := args[2];
