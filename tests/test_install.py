@@ -271,3 +271,38 @@ def test_latest_directly_equals_v1_plus_every_upgrade(new_database: Callable[...
     finally:
         direct.dispose()
         stepwise.dispose()
+
+
+def test_s6_public_gets_nothing(engine: Engine) -> None:
+    with engine.connect() as connection:
+        functions = (
+            connection.execute(
+                text(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p "
+                    "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = :s AND has_function_privilege('public', p.oid, 'EXECUTE')"
+                ),
+                {"s": SCHEMA},
+            )
+            .scalars()
+            .all()
+        )
+        tables = (
+            connection.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = :s AND c.relkind = 'r' AND has_table_privilege("
+                    "'public', c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')"
+                ),
+                {"s": SCHEMA},
+            )
+            .scalars()
+            .all()
+        )
+        usage = connection.execute(
+            text("SELECT has_schema_privilege('public', :s, 'USAGE')"), {"s": SCHEMA}
+        ).scalar_one()
+    assert functions == []
+    assert tables == []
+    assert usage is False

@@ -719,3 +719,14 @@ def test_notify_on_commit_of_add_job_and_when_jobs_become_runnable(engine: Engin
                 {"id": created.id},
             )
         assert notifications(listener) == ["jobs:insert"]
+
+
+def test_p5_keyed_update_of_a_pending_job_notifies(engine: Engine) -> None:
+    with engine.begin() as connection:
+        add(connection, job_key="k", run_at=_ago(connection, seconds=-3600))
+    with listening(engine.url, "jobs:insert") as listener:
+        with engine.begin() as connection:
+            moved = add(connection, job_key="k")  # now due: workers must hear of it
+        assert notifications(listener) == ["jobs:insert"]
+    with engine.connect() as connection:
+        assert take(connection).id == moved.id
