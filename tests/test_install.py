@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sqla_pgjobs import schema as schema_module
 from sqla_pgjobs.schema import (
+    LATEST_VERSION,
     install,
     install_statements,
     render,
@@ -214,6 +215,32 @@ def test_drop_refuses_while_user_triggers_depend_on_it(engine: Engine) -> None:
         )
         # The user's table is untouched.
         assert connection.execute(text("SELECT count(*) FROM orders")).scalar_one() == 0
+
+
+def test_latest_schema_equals_v1_plus_every_real_upgrade_step(
+    new_database: Callable[..., URL],
+) -> None:
+    """The CI check of the shipped files: trivially true while version 1 is the latest."""
+    direct = create_engine(new_database())
+    stepwise = create_engine(new_database())
+    try:
+        run_ops(direct, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=LATEST_VERSION))
+        run_ops(stepwise, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=1))
+        for version in range(2, LATEST_VERSION + 1):
+            run_ops(
+                stepwise,
+                lambda op, v=version: op.upgrade_pgjobs_schema(
+                    v, from_version=v - 1, schema=SCHEMA
+                ),
+            )
+        with direct.connect() as a, stepwise.connect() as b:
+            assert catalog(a) == catalog(b)
+            assert a.execute(sql("SELECT max(version) FROM app_jobs.migrations")).scalar_one() == (
+                LATEST_VERSION
+            )
+    finally:
+        direct.dispose()
+        stepwise.dispose()
 
 
 FAKE_UPGRADE = """
