@@ -86,8 +86,8 @@ CREATE UNIQUE INDEX jobs_key_key ON app_jobs.jobs (key, database_id) NULLS NOT D
 CREATE INDEX jobs_available_idx ON app_jobs.jobs (priority, run_at, id)
   WHERE locked_at IS NULL AND attempts < max_attempts;
 
--- Locked jobs only: release_jobs, and the sweep of expired locks in get_jobs.
-CREATE INDEX jobs_locked_by_idx ON app_jobs.jobs (locked_by) WHERE locked_by IS NOT NULL;
+-- Locked jobs only (a few per worker): the sweep of expired locks in get_jobs, and
+-- release_jobs. One index, so that taking a job inserts into as few indexes as possible.
 CREATE INDEX jobs_locked_at_idx ON app_jobs.jobs (locked_at) WHERE locked_at IS NOT NULL;
 
 CREATE TABLE app_jobs.scheduled_jobs (
@@ -141,7 +141,6 @@ CREATE INDEX job_queues_locked_by_idx ON app_jobs.job_queues (locked_by)
 -- happens to be available. The message stays exactly INVALID_WORKER_ID (P0001).
 CREATE FUNCTION app_jobs.assert_worker_id(worker_id text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF worker_id IS NULL THEN
@@ -158,7 +157,6 @@ $$;
 
 CREATE FUNCTION app_jobs.assert_positive(name text, value integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF value < 1 THEN
@@ -240,9 +238,22 @@ BEGIN
 END
 $$;
 
+-- The timestamp trigger only runs when a row does not already carry the values it would
+-- set. The job functions set them in their own statements (and column defaults do on
+-- INSERT), which saves a plpgsql call per row on the hot path (50 of 75 us per update).
+CREATE TRIGGER _100_insert_jobs_modtime_tg
+  BEFORE INSERT ON app_jobs.jobs
+  FOR EACH ROW
+  WHEN (NEW.created_at IS DISTINCT FROM pg_catalog.now()
+        OR NEW.updated_at IS DISTINCT FROM pg_catalog.now())
+  EXECUTE FUNCTION app_jobs.tg_update_timestamps();
+
 CREATE TRIGGER _100_update_jobs_modtime_tg
-  BEFORE INSERT OR UPDATE ON app_jobs.jobs
-  FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_update_timestamps();
+  BEFORE UPDATE ON app_jobs.jobs
+  FOR EACH ROW
+  WHEN (NEW.created_at IS DISTINCT FROM OLD.created_at
+        OR NEW.updated_at IS DISTINCT FROM GREATEST(pg_catalog.now(), OLD.updated_at + interval '1 millisecond'))
+  EXECUTE FUNCTION app_jobs.tg_update_timestamps();
 
 CREATE TRIGGER _500_increase_job_queue_count_on_insert
   AFTER INSERT ON app_jobs.jobs
@@ -329,7 +340,8 @@ BEGIN
           run_at = excluded.run_at,
           priority = excluded.priority,
           attempts = 0,
-          last_error = NULL
+          last_error = NULL,
+          updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
       WHERE j.locked_at IS NULL
     RETURNING * INTO v_job;
 
@@ -338,7 +350,7 @@ BEGIN
     END IF;
 
     UPDATE app_jobs.jobs j
-       SET key = NULL, attempts = j.max_attempts
+       SET key = NULL, attempts = j.max_attempts, updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
      WHERE j.key = add_job.job_key
        AND j.database_id IS NOT DISTINCT FROM add_job.db_id
        AND j.locked_at IS NOT NULL;
@@ -543,10 +555,15 @@ BEGIN
      SET locked_by = NULL,
          locked_at = NULL,
          last_error = format('lock held by %s since %s expired after %s',
-                             j.locked_by, j.locked_at, v_expiry)
+                             j.locked_by, j.locked_at, v_expiry),
+         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
    WHERE j.id IN (SELECT e.id
                     FROM app_jobs.jobs e
                    WHERE e.locked_at < v_now - v_expiry
+                   -- ORDER BY keeps the plan on jobs_locked_at_idx: a generic plan with a
+                   -- plain LIMIT chose a sequential scan of the whole table.
+                   ORDER BY e.locked_at
+                   LIMIT 1000
                      FOR UPDATE SKIP LOCKED);
 
   SELECT min(j.priority) INTO v_priority
@@ -624,7 +641,8 @@ BEGIN
     UPDATE app_jobs.jobs j
        SET attempts = j.attempts + 1,
            locked_by = get_jobs.worker_id,
-           locked_at = v_now
+           locked_at = v_now,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
      WHERE j.id = ANY (v_ids)
     RETURNING j.*
   )
@@ -708,7 +726,8 @@ BEGIN
            locked_by = NULL,
            locked_at = NULL,
            run_at = GREATEST(now(), j.run_at)
-                    + (exp(LEAST(j.attempts, 10))::text || ' seconds')::interval
+                    + (exp(LEAST(j.attempts, 10))::text || ' seconds')::interval,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
       FROM unnest(fail_job_batch.job_ids, fail_job_batch.error_messages) AS f(id, error_message)
      WHERE j.id = f.id
        AND j.locked_by = fail_job_batch.worker_id
@@ -763,8 +782,10 @@ BEGIN
   PERFORM app_jobs.assert_worker_id(release_jobs.worker_id);
 
   UPDATE app_jobs.jobs j
-     SET locked_at = NULL, locked_by = NULL, attempts = GREATEST(j.attempts - 1, 0)
-   WHERE j.locked_by = release_jobs.worker_id;
+     SET locked_at = NULL, locked_by = NULL, attempts = GREATEST(j.attempts - 1, 0),
+         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+   WHERE j.locked_by = release_jobs.worker_id
+     AND j.locked_at IS NOT NULL;  -- lets the planner use jobs_locked_at_idx
 
   UPDATE app_jobs.job_queues q
      SET locked_at = NULL, locked_by = NULL
@@ -823,7 +844,8 @@ AS $$
        SET last_error = coalesce(permanently_fail_jobs.error_message, 'Manually marked as failed'),
            attempts = j.max_attempts,
            locked_by = NULL,
-           locked_at = NULL
+           locked_at = NULL,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
       FROM stale s
      WHERE j.id = s.id
     RETURNING j.*
@@ -865,7 +887,8 @@ BEGIN
            attempts = coalesce(reschedule_jobs.attempts, j.attempts),
            max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts),
            locked_by = NULL,
-           locked_at = NULL
+           locked_at = NULL,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
       FROM stale s
      WHERE j.id = s.id
     RETURNING j.*
@@ -1074,7 +1097,6 @@ CREATE FUNCTION app_jobs.trigger_job_arguments(
   OUT rest text[]
 )
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   -- TG_ARGV arrives 0-based; a slice is always 1-based.
@@ -1210,7 +1232,6 @@ $$;
 -- JSON string (NULL becomes ""), as before, but nothing is ever executed.
 CREATE FUNCTION app_jobs.json_build_object_apply(arguments text[]) RETURNS json
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF coalesce(cardinality(arguments), 0) % 2 <> 0 THEN
