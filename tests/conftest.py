@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import create_engine
 
+import sqla_pgjobs.alembic.ops as ops_module
+from sqla_pgjobs import schema as schema_module
 from sqla_pgjobs.schema import LATEST_VERSION, install
 from sqla_pgjobs.testing import (
     create_database,
@@ -79,7 +81,49 @@ def empty_database_url(new_database: Callable[..., URL]) -> URL:
 
 
 @pytest.fixture
+def empty_engine(empty_database_url: URL) -> Iterator[Engine]:
+    engine = create_engine(empty_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def engine(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+FAKE_UPGRADE = """
+SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DO $$
+BEGIN
+  IF (SELECT max(version) FROM app_jobs.migrations) IS DISTINCT FROM 1 THEN
+    RAISE EXCEPTION 'the job schema is not at version 1' USING ERRCODE = '55000';
+  END IF;
+END $$;
+ALTER TABLE app_jobs.jobs ADD COLUMN note text;
+CREATE FUNCTION app_jobs.hello() RETURNS text LANGUAGE sql AS $$ SELECT 'hi' $$;
+REVOKE ALL ON FUNCTION app_jobs.hello() FROM PUBLIC;
+INSERT INTO app_jobs.migrations (version) VALUES (2);
+"""
+FAKE_DOWNGRADE = """
+SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DROP FUNCTION app_jobs.hello();
+ALTER TABLE app_jobs.jobs DROP COLUMN note;
+DELETE FROM app_jobs.migrations WHERE version = 2;
+"""
+
+
+@pytest.fixture
+def fake_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the library knows a schema version 2, to exercise the upgrade machinery.
+
+    Its upgrade file follows the convention every real one must: take the migration lock,
+    check the installed version, change things, revoke from PUBLIC, record the version.
+    """
+    real_read = schema_module._read
+    files = {"upgrade_v1_to_v2.sql": FAKE_UPGRADE, "downgrade_v2_to_v1.sql": FAKE_DOWNGRADE}
+    monkeypatch.setattr(schema_module, "LATEST_VERSION", 2)
+    monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))
+    monkeypatch.setattr(ops_module, "LATEST_VERSION", 2)

@@ -48,7 +48,8 @@ def raw(statement: str) -> str:
 
 _CATALOG_QUERIES = {
     "columns": """
-        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+        SELECT c.relname, row_number() OVER (PARTITION BY c.relname ORDER BY a.attnum),
+               a.attname, format_type(a.atttypid, a.atttypmod),
                a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity
           FROM pg_attribute a
           JOIN pg_class c ON c.oid = a.attrelid

@@ -21,9 +21,7 @@ from alembic.migration import MigrationContext
 from alembic.operations.ops import UpgradeOps
 from sqlalchemy import create_engine, event, text
 
-import sqla_pgjobs.alembic.ops as ops_module
 from sqla_pgjobs import SchemaNameError, SchemaVersionError
-from sqla_pgjobs import schema as schema_module
 from sqla_pgjobs.alembic import (
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
@@ -31,10 +29,10 @@ from sqla_pgjobs.alembic import (
     UpgradePgjobsSchemaOp,
 )
 from sqla_pgjobs.schema import render
-from tests.helpers import catalog, run_ops
+from tests.helpers import catalog, libpq_url, run_ops
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from alembic.operations import MigrateOperation
     from sqlalchemy.engine import URL, Engine
@@ -139,9 +137,8 @@ def psql_executable() -> str:
 
 def psql(script: Path, url: URL) -> None:
     """Replay a SQL script with psql, stopping at the first error."""
-    libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
     result = subprocess.run(
-        [psql_executable(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), libpq_url],
+        [psql_executable(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), libpq_url(url)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -153,36 +150,6 @@ def psql(script: Path, url: URL) -> None:
 # --------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_engine(empty_database_url: URL) -> Iterator[Engine]:
-    engine = create_engine(empty_database_url)
-    yield engine
-    engine.dispose()
-
-
-FAKE_UPGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
-CREATE FUNCTION app_jobs.hello() RETURNS text LANGUAGE sql AS $$ SELECT 'hi' $$;
-REVOKE ALL ON FUNCTION app_jobs.hello() FROM PUBLIC;
-INSERT INTO app_jobs.migrations (version) VALUES (2);
-"""
-FAKE_DOWNGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
-DROP FUNCTION app_jobs.hello();
-DELETE FROM app_jobs.migrations WHERE version = 2;
-"""
-
-
-@pytest.fixture
-def fake_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend the library knows a schema version 2, so upgrade/downgrade ops can run."""
-    real_read = schema_module._read
-    files = {"upgrade_v1_to_v2.sql": FAKE_UPGRADE, "downgrade_v2_to_v1.sql": FAKE_DOWNGRADE}
-    monkeypatch.setattr(schema_module, "LATEST_VERSION", 2)
-    monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))
-    monkeypatch.setattr(ops_module, "LATEST_VERSION", 2)
 
 
 def installed_version(engine: Engine, schema: str) -> int:

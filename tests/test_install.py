@@ -243,39 +243,6 @@ def test_latest_schema_equals_v1_plus_every_real_upgrade_step(
         stepwise.dispose()
 
 
-FAKE_UPGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
-DO $$
-BEGIN
-  IF (SELECT max(version) FROM app_jobs.migrations) IS DISTINCT FROM 1 THEN
-    RAISE EXCEPTION 'the job schema is not at version 1' USING ERRCODE = '55000';
-  END IF;
-END $$;
-ALTER TABLE app_jobs.jobs ADD COLUMN note text;
-CREATE FUNCTION app_jobs.hello() RETURNS text LANGUAGE sql AS $$ SELECT 'hi' $$;
-REVOKE ALL ON FUNCTION app_jobs.hello() FROM PUBLIC;
-INSERT INTO app_jobs.migrations (version) VALUES (2);
-"""
-FAKE_DOWNGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
-DROP FUNCTION app_jobs.hello();
-ALTER TABLE app_jobs.jobs DROP COLUMN note;
-DELETE FROM app_jobs.migrations WHERE version = 2;
-"""
-
-
-@pytest.fixture
-def fake_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend the library knows a schema version 2, to exercise the upgrade machinery."""
-    real_read = schema_module._read
-    files = {"upgrade_v1_to_v2.sql": FAKE_UPGRADE, "downgrade_v2_to_v1.sql": FAKE_DOWNGRADE}
-    monkeypatch.setattr(schema_module, "LATEST_VERSION", 2)
-    monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))
-    import sqla_pgjobs.alembic.ops as ops_module
-
-    monkeypatch.setattr(ops_module, "LATEST_VERSION", 2)
-
-
 @pytest.mark.usefixtures("fake_version_2")
 def test_latest_directly_equals_v1_plus_every_upgrade(new_database: Callable[..., URL]) -> None:
     direct = create_engine(new_database())

@@ -85,23 +85,37 @@ class DropPgjobsSchemaOp(MigrateOperation):
         return ("drop_pgjobs_schema", self.schema, self.version)
 
 
-@Operations.register_operation("upgrade_pgjobs_schema")
-class UpgradePgjobsSchemaOp(MigrateOperation):
-    """Move an installed job schema from ``from_version`` up to ``to_version``.
+class _VersionStepOp(MigrateOperation):
+    """Move an installed job schema from ``from_version`` to ``to_version``.
 
     Both versions are explicit so the revision means the same thing online, offline and
-    after any library upgrade; online, the SQL checks the installed version first.
+    after any library upgrade; online, each step's SQL checks the installed version first.
     """
+
+    #: ``"upgrade"`` or ``"downgrade"``: the op's name without ``_pgjobs_schema``.
+    direction: str
 
     def __init__(self, to_version: int, from_version: int, schema: str = DEFAULT_SCHEMA) -> None:
         self.to_version = _version(to_version, "to_version")
         self.from_version = _version(from_version, "from_version")
-        if self.to_version <= self.from_version:
+        upward = self.to_version > self.from_version
+        if upward != (self.direction == "upgrade") or self.to_version == self.from_version:
+            relation = ">" if self.direction == "upgrade" else "<"
             raise SchemaVersionError(
-                f"upgrade_pgjobs_schema needs to_version > from_version, "
+                f"{self.direction}_pgjobs_schema needs to_version {relation} from_version, "
                 f"got from_version={from_version}, to_version={to_version}"
             )
         self.schema = validate_schema_name(schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return (f"{self.direction}_pgjobs_schema", self.schema, self.from_version, self.to_version)
+
+
+@Operations.register_operation("upgrade_pgjobs_schema")
+class UpgradePgjobsSchemaOp(_VersionStepOp):
+    """Move an installed job schema up from ``from_version`` to ``to_version``."""
+
+    direction = "upgrade"
 
     @classmethod
     def upgrade_pgjobs_schema(
@@ -118,23 +132,12 @@ class UpgradePgjobsSchemaOp(MigrateOperation):
     def reverse(self) -> DowngradePgjobsSchemaOp:
         return DowngradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
 
-    def to_diff_tuple(self) -> tuple[Hashable, ...]:
-        return ("upgrade_pgjobs_schema", self.schema, self.from_version, self.to_version)
-
 
 @Operations.register_operation("downgrade_pgjobs_schema")
-class DowngradePgjobsSchemaOp(MigrateOperation):
-    """Move an installed job schema from ``from_version`` down to ``to_version``."""
+class DowngradePgjobsSchemaOp(_VersionStepOp):
+    """Move an installed job schema down from ``from_version`` to ``to_version``."""
 
-    def __init__(self, to_version: int, from_version: int, schema: str = DEFAULT_SCHEMA) -> None:
-        self.to_version = _version(to_version, "to_version")
-        self.from_version = _version(from_version, "from_version")
-        if self.to_version >= self.from_version:
-            raise SchemaVersionError(
-                f"downgrade_pgjobs_schema needs to_version < from_version, "
-                f"got from_version={from_version}, to_version={to_version}"
-            )
-        self.schema = validate_schema_name(schema)
+    direction = "downgrade"
 
     @classmethod
     def downgrade_pgjobs_schema(
@@ -150,6 +153,3 @@ class DowngradePgjobsSchemaOp(MigrateOperation):
 
     def reverse(self) -> UpgradePgjobsSchemaOp:
         return UpgradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
-
-    def to_diff_tuple(self) -> tuple[Hashable, ...]:
-        return ("downgrade_pgjobs_schema", self.schema, self.from_version, self.to_version)

@@ -1170,12 +1170,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF TG_OP = 'DELETE' THEN
-    PERFORM app_jobs.add_job_from_trigger('row_id', TG_ARGV, to_json(OLD), quote_ident(TG_TABLE_NAME));
-    RETURN OLD;
-  END IF;
-  PERFORM app_jobs.add_job_from_trigger('row_id', TG_ARGV, to_json(NEW), quote_ident(TG_TABLE_NAME));
-  RETURN NEW;
+  PERFORM app_jobs.add_job_from_trigger(
+    'row_id', TG_ARGV, CASE TG_OP WHEN 'DELETE' THEN to_json(OLD) ELSE to_json(NEW) END,
+    quote_ident(TG_TABLE_NAME));
+  RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 COMMENT ON FUNCTION app_jobs.tg_add_job_with_row_id() IS
@@ -1186,12 +1184,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF TG_OP = 'DELETE' THEN
-    PERFORM app_jobs.add_job_from_trigger('row', TG_ARGV, to_json(OLD), quote_ident(TG_TABLE_NAME));
-    RETURN OLD;
-  END IF;
-  PERFORM app_jobs.add_job_from_trigger('row', TG_ARGV, to_json(NEW), quote_ident(TG_TABLE_NAME));
-  RETURN NEW;
+  PERFORM app_jobs.add_job_from_trigger(
+    'row', TG_ARGV, CASE TG_OP WHEN 'DELETE' THEN to_json(OLD) ELSE to_json(NEW) END,
+    quote_ident(TG_TABLE_NAME));
+  RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 COMMENT ON FUNCTION app_jobs.tg_add_job_with_row() IS
@@ -1202,12 +1198,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF TG_OP = 'DELETE' THEN
-    PERFORM app_jobs.add_job_from_trigger('fields', TG_ARGV, to_json(OLD), quote_ident(TG_TABLE_NAME));
-    RETURN OLD;
-  END IF;
-  PERFORM app_jobs.add_job_from_trigger('fields', TG_ARGV, to_json(NEW), quote_ident(TG_TABLE_NAME));
-  RETURN NEW;
+  PERFORM app_jobs.add_job_from_trigger(
+    'fields', TG_ARGV, CASE TG_OP WHEN 'DELETE' THEN to_json(OLD) ELSE to_json(NEW) END,
+    quote_ident(TG_TABLE_NAME));
+  RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 COMMENT ON FUNCTION app_jobs.tg_add_job_with_fields() IS
@@ -1219,12 +1213,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF TG_OP = 'DELETE' THEN
-    PERFORM app_jobs.add_job_from_trigger('fields', TG_ARGV, to_json(OLD), quote_ident(TG_TABLE_NAME));
-    RETURN OLD;
-  END IF;
-  PERFORM app_jobs.add_job_from_trigger('fields', TG_ARGV, to_json(NEW), quote_ident(TG_TABLE_NAME));
-  RETURN NEW;
+  PERFORM app_jobs.add_job_from_trigger(
+    'fields', TG_ARGV, CASE TG_OP WHEN 'DELETE' THEN to_json(OLD) ELSE to_json(NEW) END,
+    quote_ident(TG_TABLE_NAME));
+  RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 
