@@ -15,6 +15,11 @@
 -- Security: every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp and
 -- names every object of this schema with its schema (S2). PUBLIC gets no EXECUTE on
 -- anything (S6); grant helpers hand out rights to existing roles.
+--
+-- Speed: the same functions use generic plans (plan_cache_mode). Their statements have one
+-- good plan whatever the argument values, and plpgsql otherwise kept re-planning some of
+-- them on every call (custom plans look cheaper for "id = ANY ($1)"): complete_job_batch
+-- took 250 us per call re-planning, against 57 us with its plan cached.
 
 -- Migrations of the job schema take this lock for the rest of their transaction, so two
 -- migrators running at once go one after the other (the second then sees the first's work).
@@ -307,6 +312,7 @@ CREATE FUNCTION app_jobs.add_job(
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_payload json := coalesce(add_job.payload, '{}'::json);
@@ -377,6 +383,7 @@ CREATE FUNCTION app_jobs.add_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_count integer := coalesce(cardinality(add_jobs.identifiers), 0);
@@ -452,6 +459,7 @@ CREATE FUNCTION app_jobs.add_scheduled_job(
 ) RETURNS app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_payload json := coalesce(add_scheduled_job.payload, '{}'::json);
@@ -535,6 +543,7 @@ CREATE FUNCTION app_jobs.get_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_now timestamptz := now();
@@ -658,6 +667,7 @@ CREATE FUNCTION app_jobs.get_job(
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_job app_jobs.jobs;
@@ -678,6 +688,7 @@ CREATE FUNCTION app_jobs.complete_job_batch(worker_id text, job_ids bigint[])
 RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.assert_worker_id(complete_job_batch.worker_id);
@@ -708,6 +719,7 @@ CREATE FUNCTION app_jobs.fail_job_batch(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.assert_worker_id(fail_job_batch.worker_id);
@@ -746,6 +758,7 @@ CREATE FUNCTION app_jobs.complete_job(worker_id text, job_id bigint)
 RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_job app_jobs.jobs;
@@ -761,6 +774,7 @@ CREATE FUNCTION app_jobs.fail_job(worker_id text, job_id bigint, error_message t
 RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_job app_jobs.jobs;
@@ -777,6 +791,7 @@ $$;
 CREATE FUNCTION app_jobs.release_jobs(worker_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.assert_worker_id(release_jobs.worker_id);
@@ -807,6 +822,7 @@ CREATE FUNCTION app_jobs.complete_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
   WITH done AS (
     DELETE FROM app_jobs.jobs j
@@ -831,6 +847,7 @@ CREATE FUNCTION app_jobs.permanently_fail_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
   WITH stale AS (
     SELECT j.id, j.queue_name, j.locked_by
@@ -870,6 +887,7 @@ CREATE FUNCTION app_jobs.reschedule_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   RETURN QUERY
@@ -922,6 +940,7 @@ CREATE FUNCTION app_jobs.get_scheduled_jobs(
 ) RETURNS SETOF app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_lease interval := coalesce(get_scheduled_jobs.lease, interval '5 minutes');
@@ -962,6 +981,7 @@ CREATE FUNCTION app_jobs.get_scheduled_job(
 ) RETURNS app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_row app_jobs.scheduled_jobs;
@@ -984,6 +1004,7 @@ CREATE FUNCTION app_jobs.renew_scheduled_jobs(
 ) RETURNS SETOF app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.assert_worker_id(renew_scheduled_jobs.worker_id);
@@ -1001,6 +1022,7 @@ CREATE FUNCTION app_jobs.release_scheduled_jobs(worker_id text, ids bigint[] DEF
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.assert_worker_id(release_scheduled_jobs.worker_id);
@@ -1026,6 +1048,7 @@ CREATE FUNCTION app_jobs.run_scheduled_job(
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_expiry interval := coalesce(run_scheduled_job.job_expiry, interval '1 hours');
@@ -1122,6 +1145,7 @@ CREATE FUNCTION app_jobs.add_job_from_trigger(
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_args record := app_jobs.trigger_job_arguments(add_job_from_trigger.args);
@@ -1168,6 +1192,7 @@ $$;
 CREATE FUNCTION app_jobs.tg_add_job_with_row_id() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.add_job_from_trigger(
@@ -1182,6 +1207,7 @@ COMMENT ON FUNCTION app_jobs.tg_add_job_with_row_id() IS
 CREATE FUNCTION app_jobs.tg_add_job_with_row() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.add_job_from_trigger(
@@ -1196,6 +1222,7 @@ COMMENT ON FUNCTION app_jobs.tg_add_job_with_row() IS
 CREATE FUNCTION app_jobs.tg_add_job_with_fields() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.add_job_from_trigger(
@@ -1211,6 +1238,7 @@ COMMENT ON FUNCTION app_jobs.tg_add_job_with_fields() IS
 CREATE FUNCTION app_jobs.trigger_job_with_fields() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM app_jobs.add_job_from_trigger(
