@@ -15,6 +15,7 @@ from sqla_pgjobs.schema import (
     LATEST_VERSION,
     install,
     install_statements,
+    quote_schema,
     render,
 )
 from tests.helpers import SCHEMA, catalog, run_ops, sql
@@ -111,7 +112,9 @@ def test_function_bodies_reach_the_database_exactly_as_written(engine: Engine) -
     bodies = {}
     for statement in install_statements(SCHEMA):
         match = re.search(
-            r"^CREATE FUNCTION \S+?\.(\w+)\(.*\bAS \$\$(.*)\$\$$", statement, re.S | re.M
+            rf"^CREATE FUNCTION {re.escape(quote_schema(SCHEMA))}\.(\w+)\(.*\bAS \$\$(.*)\$\$$",
+            statement,
+            re.S | re.M,
         )
         if match:
             bodies[match.group(1)] = match.group(2)
