@@ -1,8 +1,24 @@
-"""The package's exceptions: one base, :class:`PgJobsError`, with subclasses that carry data."""
+"""The package's exceptions: one base, :class:`PgJobsError`, with subclasses that carry data.
+
+Errors the database raises from the job functions are translated into these at the
+boundary (:func:`translate`), by SQLSTATE and by the constraint or column the error
+names, never by message text. The original driver error stays available as
+``__cause__``.
+"""
 
 from __future__ import annotations
 
-__all__ = ["PgJobsError", "SchemaNameError", "SchemaVersionError"]
+from typing import Any
+
+__all__ = [
+    "AlreadyScheduledError",
+    "InvalidArgumentError",
+    "InvalidWorkerIdError",
+    "PgJobsError",
+    "SchemaNameError",
+    "SchemaVersionError",
+    "translate",
+]
 
 
 class PgJobsError(Exception):
@@ -20,3 +36,72 @@ class SchemaNameError(PgJobsError, ValueError):
 
 class SchemaVersionError(PgJobsError, ValueError):
     """A schema version (or pair of versions) this library cannot install or reach."""
+
+
+class InvalidArgumentError(PgJobsError, ValueError):
+    """An argument the job functions refuse; nothing was written.
+
+    ``argument`` names the parameter, ``value`` is what was passed (when known: errors
+    found by the database only name the rule) and ``allowed`` says what is accepted.
+    """
+
+    def __init__(self, argument: str, value: object, allowed: str, *, known: bool = True) -> None:
+        self.argument = argument
+        self.value = value if known else None
+        self.allowed = allowed
+        shown = f" {value!r}" if known else ""
+        super().__init__(f"{argument}{shown} is not allowed: {allowed}")
+
+
+class InvalidWorkerIdError(InvalidArgumentError):
+    """A worker id that is missing or shorter than 4 characters."""
+
+
+class AlreadyScheduledError(PgJobsError):
+    """run_scheduled_job: this fire already made its job, or the previous job is unfinished."""
+
+    def __init__(self, detail: str | None) -> None:
+        self.detail = detail
+        super().__init__(f"ALREADY_SCHEDULED: {detail}" if detail else "ALREADY_SCHEDULED")
+
+
+# What each CHECK constraint of the job tables allows, by constraint name.
+_CHECKS = {
+    "key_check": ("job_key", "a text of at most 512 characters"),
+    "task_identifier_check": ("identifier", "a text of at most 126 characters"),
+    "max_attempts_check": ("max_attempts", "an integer of at least 1"),
+    "queue_name_check": ("queue_name", "a text of at most 126 characters"),
+    "locked_by_check": ("worker_id", "a text of at least 4 characters"),
+}
+
+
+def translate(error: BaseException) -> PgJobsError | None:
+    """The package's exception for a driver error raised by a job function, or ``None``.
+
+    ``error`` is a :class:`sqlalchemy.exc.DBAPIError` (or the psycopg error inside it).
+    """
+    original: Any = getattr(error, "orig", None) or error
+    sqlstate = getattr(original, "sqlstate", None)
+    diag = getattr(original, "diag", None)
+    if sqlstate is None or diag is None:
+        return None
+    constraint = diag.constraint_name or ""
+    column = diag.column_name or ""
+    detail = diag.message_detail
+
+    if sqlstate == "P0001" and constraint == "scheduled_jobs_already_scheduled":
+        return AlreadyScheduledError(detail)
+    if constraint.endswith("locked_by_check") and sqlstate in ("P0001", "23514"):
+        return InvalidWorkerIdError(
+            "worker_id",
+            None,
+            detail or "a worker id is a text of at least 4 characters",
+            known=False,
+        )
+    if sqlstate == "23514":
+        for suffix, (argument, allowed) in _CHECKS.items():
+            if constraint.endswith(suffix):
+                return InvalidArgumentError(argument, None, f"it must be {allowed}", known=False)
+    if sqlstate in ("22023", "42704") and column:
+        return InvalidArgumentError(column, None, diag.message_primary or "", known=False)
+    return None

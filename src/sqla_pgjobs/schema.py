@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SCHEMA",
     "LATEST_VERSION",
+    "access_statement",
     "as_text",
     "downgrade_statements",
     "drop",
@@ -230,3 +231,18 @@ def drop(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
     """Remove the job schema through ``connection``; refuses while user objects depend on it."""
     for statement in drop_statements(schema):
         connection.execute(as_text(statement))
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def access_statement(verb: str, schema: str, role_name: str, access: str) -> str:
+    """``SELECT <schema>.grant_access('<role>', '<access>')`` (or ``revoke_access``), with
+    the values inlined so the statement also works in offline ``--sql`` mode."""
+    if verb not in ("grant", "revoke"):
+        raise ValueError(f"verb must be grant or revoke, not {verb!r}")
+    return render(
+        f"SELECT app_jobs.{verb}_access({_literal(role_name)}, {_literal(access)})", schema
+    )

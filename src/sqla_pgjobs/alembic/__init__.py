@@ -22,10 +22,13 @@ project). Both work online and in offline ``--sql`` mode.
 from __future__ import annotations
 
 from sqla_pgjobs.alembic import render, toimpl
+from sqla_pgjobs.alembic.autogenerate import include_name, pgjobs_include_name
 from sqla_pgjobs.alembic.ops import (
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropPgjobsSchemaOp,
+    GrantPgjobsAccessOp,
+    RevokePgjobsAccessOp,
     UpgradePgjobsSchemaOp,
 )
 
@@ -33,7 +36,11 @@ __all__ = [
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
     "DropPgjobsSchemaOp",
+    "GrantPgjobsAccessOp",
+    "RevokePgjobsAccessOp",
     "UpgradePgjobsSchemaOp",
+    "include_name",
+    "pgjobs_include_name",
     "render",
     "toimpl",
 ]

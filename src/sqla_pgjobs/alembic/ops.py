@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from alembic.operations import MigrateOperation, Operations
 
-from sqla_pgjobs.errors import SchemaVersionError
+from sqla_pgjobs.errors import InvalidArgumentError, SchemaVersionError
+from sqla_pgjobs.functions import ACCESS_LEVELS
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, validate_schema_name
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ __all__ = [
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
     "DropPgjobsSchemaOp",
+    "GrantPgjobsAccessOp",
+    "RevokePgjobsAccessOp",
     "UpgradePgjobsSchemaOp",
 ]
 
@@ -153,3 +156,68 @@ class DowngradePgjobsSchemaOp(_VersionStepOp):
 
     def reverse(self) -> UpgradePgjobsSchemaOp:
         return UpgradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
+
+
+def _access(access: object) -> str:
+    if access not in ACCESS_LEVELS:
+        raise InvalidArgumentError(
+            "access", access, f"it must be one of {', '.join(ACCESS_LEVELS)}"
+        )
+    return str(access)
+
+
+def _role(role_name: object) -> str:
+    if not isinstance(role_name, str) or not role_name or "\x00" in role_name:
+        raise InvalidArgumentError(
+            "role_name", role_name, "it must be the name of an existing role"
+        )
+    return role_name
+
+
+@Operations.register_operation("grant_pgjobs_access")
+class GrantPgjobsAccessOp(MigrateOperation):
+    """Give an existing role an access level to the job schema (the role is not created)."""
+
+    def __init__(self, role_name: str, access: str, schema: str = DEFAULT_SCHEMA) -> None:
+        self.role_name = _role(role_name)
+        self.access = _access(access)
+        self.schema = validate_schema_name(schema)
+
+    @classmethod
+    def grant_pgjobs_access(
+        cls, operations: Operations, role_name: str, access: str, *, schema: str = DEFAULT_SCHEMA
+    ) -> None:
+        """Give ``role_name`` the ``access`` level: ``enqueue`` (add jobs and schedules),
+        ``worker`` (also take, finish and schedule jobs) or ``operator`` (also administer
+        any job and read the tables). Nothing else: no ownership, no table writes.
+        """
+        operations.invoke(cls(role_name, access, schema))
+
+    def reverse(self) -> RevokePgjobsAccessOp:
+        return RevokePgjobsAccessOp(self.role_name, self.access, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("grant_pgjobs_access", self.schema, self.role_name, self.access)
+
+
+@Operations.register_operation("revoke_pgjobs_access")
+class RevokePgjobsAccessOp(MigrateOperation):
+    """Take back what :class:`GrantPgjobsAccessOp` gave for the level."""
+
+    def __init__(self, role_name: str, access: str, schema: str = DEFAULT_SCHEMA) -> None:
+        self.role_name = _role(role_name)
+        self.access = _access(access)
+        self.schema = validate_schema_name(schema)
+
+    @classmethod
+    def revoke_pgjobs_access(
+        cls, operations: Operations, role_name: str, access: str, *, schema: str = DEFAULT_SCHEMA
+    ) -> None:
+        """Take back from ``role_name`` what granting ``access`` gave."""
+        operations.invoke(cls(role_name, access, schema))
+
+    def reverse(self) -> GrantPgjobsAccessOp:
+        return GrantPgjobsAccessOp(self.role_name, self.access, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("revoke_pgjobs_access", self.schema, self.role_name, self.access)

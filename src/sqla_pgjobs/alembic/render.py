@@ -10,6 +10,8 @@ from sqla_pgjobs.alembic.ops import (
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropPgjobsSchemaOp,
+    GrantPgjobsAccessOp,
+    RevokePgjobsAccessOp,
     UpgradePgjobsSchemaOp,
 )
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
@@ -62,5 +64,16 @@ def _downgrade(autogen_context: AutogenContext, op: DowngradePgjobsSchemaOp) -> 
     prefix = _prefix(autogen_context)
     return (
         f"{prefix}downgrade_pgjobs_schema({op.to_version}, from_version={op.from_version}"
+        f"{_schema_arg(op.schema)})"
+    )
+
+
+@renderers.dispatch_for(GrantPgjobsAccessOp)
+@renderers.dispatch_for(RevokePgjobsAccessOp)
+def _access(autogen_context: AutogenContext, op: GrantPgjobsAccessOp | RevokePgjobsAccessOp) -> str:
+    autogen_context.imports.add(_IMPORT)
+    verb = "grant" if isinstance(op, GrantPgjobsAccessOp) else "revoke"
+    return (
+        f"{_prefix(autogen_context)}{verb}_pgjobs_access({op.role_name!r}, {op.access!r}"
         f"{_schema_arg(op.schema)})"
     )

@@ -18,6 +18,8 @@ from sqla_pgjobs.alembic.ops import (
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropPgjobsSchemaOp,
+    GrantPgjobsAccessOp,
+    RevokePgjobsAccessOp,
     UpgradePgjobsSchemaOp,
 )
 
@@ -55,4 +57,20 @@ def downgrade_pgjobs_schema(operations: Operations, operation: DowngradePgjobsSc
     _execute(
         operations,
         sql.downgrade_statements(operation.schema, operation.from_version, operation.to_version),
+    )
+
+
+@Operations.implementation_for(GrantPgjobsAccessOp)
+def grant_pgjobs_access(operations: Operations, operation: GrantPgjobsAccessOp) -> None:
+    _execute(
+        operations,
+        [sql.access_statement("grant", operation.schema, operation.role_name, operation.access)],
+    )
+
+
+@Operations.implementation_for(RevokePgjobsAccessOp)
+def revoke_pgjobs_access(operations: Operations, operation: RevokePgjobsAccessOp) -> None:
+    _execute(
+        operations,
+        [sql.access_statement("revoke", operation.schema, operation.role_name, operation.access)],
     )

@@ -144,18 +144,25 @@ CREATE INDEX job_queues_locked_by_idx ON app_jobs.job_queues (locked_by)
 
 -- C12: a worker id must have at least 4 characters; say so up front, not only when a job
 -- happens to be available. The message stays exactly INVALID_WORKER_ID (P0001).
+--
+-- Errors raised by this schema name what they are in the error's diagnostic fields, so
+-- that clients can tell them apart without reading message text: CONSTRAINT names the rule
+-- (jobs_locked_by_check for worker ids, scheduled_jobs_already_scheduled), COLUMN names the
+-- argument of an invalid-argument error (SQLSTATE 22023).
 CREATE FUNCTION app_jobs.assert_worker_id(worker_id text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
   IF worker_id IS NULL THEN
     RAISE EXCEPTION 'INVALID_WORKER_ID'
-      USING DETAIL = 'worker_id is NULL; a worker id is a text of at least 4 characters.';
+      USING DETAIL = 'worker_id is NULL; a worker id is a text of at least 4 characters.',
+            COLUMN = 'worker_id', CONSTRAINT = 'jobs_locked_by_check';
   END IF;
   IF length(worker_id) < 4 THEN
     RAISE EXCEPTION 'INVALID_WORKER_ID'
       USING DETAIL = format('worker_id %L has %s characters; a worker id needs at least 4.',
-                            worker_id, length(worker_id));
+                            worker_id, length(worker_id)),
+            COLUMN = 'worker_id', CONSTRAINT = 'jobs_locked_by_check';
   END IF;
 END
 $$;
@@ -165,7 +172,8 @@ LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
   IF value < 1 THEN
-    RAISE EXCEPTION '% must be at least 1, got %', name, value USING ERRCODE = '22023';
+    RAISE EXCEPTION '% must be at least 1, got %', name, value
+      USING ERRCODE = '22023', COLUMN = name;
   END IF;
 END
 $$;
@@ -402,7 +410,7 @@ BEGIN
   LOOP
     IF v_length IS NOT NULL AND v_length <> v_count THEN
       RAISE EXCEPTION 'add_jobs: % has % elements but identifiers has %', v_name, v_length, v_count
-        USING ERRCODE = '22023',
+        USING ERRCODE = '22023', COLUMN = v_name,
               HINT = 'Pass one element per job in every array, or NULL for the defaults.';
     END IF;
   END LOOP;
@@ -728,7 +736,8 @@ BEGIN
   THEN
     RAISE EXCEPTION 'fail_job_batch: error_messages has % elements but job_ids has %',
       cardinality(fail_job_batch.error_messages), coalesce(cardinality(fail_job_batch.job_ids), 0)
-      USING ERRCODE = '22023', HINT = 'Pass one message per job id, or NULL.';
+      USING ERRCODE = '22023', COLUMN = 'error_messages',
+            HINT = 'Pass one message per job id, or NULL.';
   END IF;
 
   RETURN QUERY
@@ -1072,7 +1081,8 @@ BEGIN
   THEN
     RAISE EXCEPTION 'ALREADY_SCHEDULED'
       USING DETAIL = format('scheduled job %s already fired at %s', v_schedule.id,
-                            v_schedule.last_scheduled);
+                            v_schedule.last_scheduled),
+            CONSTRAINT = 'scheduled_jobs_already_scheduled';
   END IF;
 
   IF v_schedule.last_scheduled_id IS NOT NULL THEN
@@ -1083,7 +1093,8 @@ BEGIN
     THEN
       RAISE EXCEPTION 'ALREADY_SCHEDULED'
         USING DETAIL = format('job %s of scheduled job %s has not finished yet',
-                              v_previous.id, v_schedule.id);
+                              v_previous.id, v_schedule.id),
+              CONSTRAINT = 'scheduled_jobs_already_scheduled';
     END IF;
   END IF;
 
@@ -1255,12 +1266,104 @@ LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
   IF coalesce(cardinality(arguments), 0) % 2 <> 0 THEN
-    RAISE EXCEPTION 'argument list must have even number of elements' USING ERRCODE = '22023';
+    RAISE EXCEPTION 'argument list must have even number of elements'
+      USING ERRCODE = '22023', COLUMN = 'arguments';
   END IF;
   RETURN (
     SELECT coalesce(json_object_agg(arguments[i], coalesce(arguments[i + 1], '') ORDER BY i), '{}'::json)
       FROM generate_series(1, coalesce(cardinality(arguments), 0), 2) AS i
   );
+END
+$$;
+
+--------------------------------------------------------------------------------------------
+-- Access for existing roles (S6). The schema creates no roles (roles belong to the whole
+-- cluster); these give a role what it needs, as EXECUTE on functions (and SELECT for
+-- operators), never ownership or write access to the tables. Each level contains the one
+-- before it:
+--   enqueue   add jobs and schedules; create enqueue triggers on its own tables
+--   worker    also take, complete, fail and release jobs; claim, renew and run schedules
+--   operator  also complete, fail and reschedule any job; read the tables
+-- They run with the caller's rights: only the schema's owner (or a superuser) can use them.
+--------------------------------------------------------------------------------------------
+
+CREATE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_levels text[] := ARRAY['enqueue', 'worker', 'operator'];
+  v_rank integer := array_position(v_levels, access_functions.access);
+BEGIN
+  IF v_rank IS NULL THEN
+    RAISE EXCEPTION 'access % is not one of enqueue, worker, operator', quote_nullable(access)
+      USING ERRCODE = '22023', COLUMN = 'access';
+  END IF;
+  RETURN QUERY
+  SELECT p.oid::regprocedure
+    FROM pg_proc p
+    JOIN (VALUES
+      ('add_job', 1), ('add_jobs', 1), ('add_scheduled_job', 1),
+      ('tg_add_job_with_row_id', 1), ('tg_add_job_with_row', 1),
+      ('tg_add_job_with_fields', 1), ('trigger_job_with_fields', 1),
+      ('get_job', 2), ('get_jobs', 2), ('complete_job', 2), ('complete_job_batch', 2),
+      ('fail_job', 2), ('fail_job_batch', 2), ('release_jobs', 2),
+      ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
+      ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
+      ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3)
+    ) AS f(name, rank) ON f.name = p.proname
+   WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
+                            WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
+     AND f.rank <= v_rank
+   ORDER BY f.rank, p.proname;
+END
+$$;
+
+-- Give role_name the access level (enqueue, worker or operator).
+CREATE FUNCTION app_jobs.grant_access(role_name text, access text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  v_function regprocedure;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = grant_access.role_name) THEN
+    RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
+      USING ERRCODE = '42704', COLUMN = 'role_name',
+            HINT = 'Create the role first: the job schema never creates roles.';
+  END IF;
+  FOR v_function IN SELECT * FROM app_jobs.access_functions(grant_access.access) LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_function, role_name);
+  END LOOP;
+  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_schema, role_name);
+  IF access = 'operator' THEN
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', v_schema, role_name);
+  END IF;
+END
+$$;
+
+-- Take back from role_name everything grant_access gave for the level (which includes the
+-- levels it contains): grant_access then revoke_access with one level leaves a role as it was.
+CREATE FUNCTION app_jobs.revoke_access(role_name text, access text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  v_function regprocedure;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = revoke_access.role_name) THEN
+    RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
+      USING ERRCODE = '42704', COLUMN = 'role_name';
+  END IF;
+  FOR v_function IN SELECT * FROM app_jobs.access_functions(revoke_access.access) LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', v_function, role_name);
+  END LOOP;
+  EXECUTE format('REVOKE SELECT ON ALL TABLES IN SCHEMA %I FROM %I', v_schema, role_name);
+  EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM %I', v_schema, role_name);
 END
 $$;
 

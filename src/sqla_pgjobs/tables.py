@@ -1,0 +1,91 @@
+"""SQLAlchemy Core tables mirroring the job schema, for queries of your own.
+
+They live in schema ``app_jobs``. If you installed the job schema under another name, map
+it on your engine or connection, and these tables (and the function wrappers) follow::
+
+    engine = engine.execution_options(schema_translate_map={"app_jobs": "my_jobs"})
+
+The schema itself is created by the SQL files (``op.create_pgjobs_schema()``), never by
+``metadata.create_all()``: these tables carry columns and keys only.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+)
+
+from sqla_pgjobs.schema import DEFAULT_SCHEMA
+
+__all__ = ["job_queues", "jobs", "metadata", "migrations", "scheduled_jobs"]
+
+#: The job schema's tables; keep it out of your own ``target_metadata``.
+metadata = MetaData(schema=DEFAULT_SCHEMA)
+
+
+def _timestamp(name: str, *, nullable: bool = True) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("database_id", Uuid),
+    Column("queue_name", Text),
+    Column("task_identifier", Text, nullable=False),
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("priority", Integer, nullable=False),
+    _timestamp("run_at", nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("key", Text),
+    Column("last_error", Text),
+    _timestamp("locked_at"),
+    Column("locked_by", Text),
+    _timestamp("created_at", nullable=False),
+    _timestamp("updated_at", nullable=False),
+)
+
+scheduled_jobs = Table(
+    "scheduled_jobs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("database_id", Uuid),
+    Column("queue_name", Text),
+    Column("task_identifier", Text, nullable=False),
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("key", Text),
+    _timestamp("locked_at"),
+    Column("locked_by", Text),
+    Column("schedule_info", JSON(none_as_null=True), nullable=False),
+    _timestamp("last_scheduled"),
+    Column("last_scheduled_id", BigInteger),
+    _timestamp("lease_expires_at"),
+)
+
+job_queues = Table(
+    "job_queues",
+    metadata,
+    Column("queue_name", Text, primary_key=True),
+    Column("job_count", Integer, nullable=False),
+    _timestamp("locked_at"),
+    Column("locked_by", Text),
+)
+
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    _timestamp("installed_at", nullable=False),
+)

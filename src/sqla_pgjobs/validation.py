@@ -1,0 +1,174 @@
+"""Checks of the job functions' arguments, made in Python before anything reaches the database.
+
+Each check returns the value in the form the statement binds, or raises
+:class:`~sqla_pgjobs.errors.InvalidArgumentError` naming the argument, the value and what
+is allowed. The limits are the schema's CHECK constraints.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqla_pgjobs.errors import InvalidArgumentError, InvalidWorkerIdError
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MAX_NAME_LENGTH",
+    "check_aware",
+    "check_count",
+    "check_id",
+    "check_ids",
+    "check_interval",
+    "check_key",
+    "check_name",
+    "check_positive",
+    "check_priority",
+    "check_tenant",
+    "check_text",
+    "check_worker_id",
+    "json_text",
+]
+
+MAX_NAME_LENGTH = 126  # task identifiers and queue names (jobs_task_identifier_check)
+MAX_KEY_LENGTH = 512  # job keys (jobs_key_check)
+MIN_WORKER_ID_LENGTH = 4  # jobs_locked_by_check
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def check_text(argument: str, value: object, *, optional: bool = True) -> str | None:
+    """A text PostgreSQL can store: a ``str`` without NUL characters."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentError(argument, value, "it must be a str")
+    if "\x00" in value:
+        raise InvalidArgumentError(argument, value, "it must not contain NUL characters")
+    return value
+
+
+def check_name(argument: str, value: object, *, optional: bool = False) -> str | None:
+    """A task identifier or queue name: 1 to 126 characters."""
+    text = check_text(argument, value, optional=optional)
+    if text is not None and not 0 < len(text) <= MAX_NAME_LENGTH:
+        raise InvalidArgumentError(
+            argument, value, f"it must be a text of 1 to {MAX_NAME_LENGTH} characters"
+        )
+    return text
+
+
+def check_key(argument: str, value: object) -> str | None:
+    """A job key: 1 to 512 characters, or None for no key."""
+    text = check_text(argument, value)
+    if text is not None and not 0 < len(text) <= MAX_KEY_LENGTH:
+        raise InvalidArgumentError(
+            argument, value, f"it must be None or a text of 1 to {MAX_KEY_LENGTH} characters"
+        )
+    return text
+
+
+def check_worker_id(value: object, argument: str = "worker_id") -> str:
+    """A worker id: a text of at least 4 characters."""
+    if not isinstance(value, str) or len(value) < MIN_WORKER_ID_LENGTH or "\x00" in value:
+        raise InvalidWorkerIdError(
+            argument,
+            value,
+            f"a worker id must be a text of at least {MIN_WORKER_ID_LENGTH} characters "
+            "without NUL characters",
+        )
+    return value
+
+
+def _integer(argument: str, value: object, low: int, high: int, allowed: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(argument, value, allowed)
+    return value
+
+
+def check_positive(argument: str, value: object, *, optional: bool = True) -> int | None:
+    """A count such as max_attempts: an integer from 1 to 2**31 - 1."""
+    if value is None and optional:
+        return None
+    return _integer(argument, value, 1, _INT_MAX, f"it must be an integer from 1 to {_INT_MAX}")
+
+
+def check_count(argument: str, value: object) -> int | None:
+    """A count that may be zero, such as attempts: an integer from 0 to 2**31 - 1."""
+    if value is None:
+        return None
+    return _integer(argument, value, 0, _INT_MAX, f"it must be an integer from 0 to {_INT_MAX}")
+
+
+def check_priority(argument: str, value: object) -> int | None:
+    """A priority (lower runs first), attempts count and the like: a 32-bit integer."""
+    if value is None:
+        return None
+    return _integer(
+        argument, value, _INT_MIN, _INT_MAX, f"it must be an integer from {_INT_MIN} to {_INT_MAX}"
+    )
+
+
+def check_id(argument: str, value: object) -> int:
+    """A job or schedule id: a 64-bit integer."""
+    return _integer(argument, value, _BIGINT_MIN, _BIGINT_MAX, "it must be a 64-bit integer")
+
+
+def check_ids(argument: str, values: object) -> list[int]:
+    """A collection of job or schedule ids."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise InvalidArgumentError(argument, values, "it must be an iterable of integer ids")
+    return [check_id(f"{argument}[{i}]", value) for i, value in enumerate(values)]
+
+
+def check_aware(argument: str, value: object) -> datetime | None:
+    """A point in time: an aware :class:`~datetime.datetime` (a naive one is ambiguous)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(argument, value, "it must be a datetime with a time zone")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidArgumentError(
+            argument,
+            value,
+            "it must have a time zone (a naive datetime is ambiguous; "
+            "use e.g. datetime.now(timezone.utc))",
+        )
+    return value
+
+
+def check_interval(argument: str, value: object) -> timedelta | None:
+    """A duration such as job_expiry or a lease: a positive :class:`~datetime.timedelta`."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidArgumentError(argument, value, "it must be a positive timedelta")
+    return value
+
+
+def check_tenant(argument: str, value: object) -> uuid.UUID | None:
+    """A tenant (database_id): a UUID, its text form, or None for no tenant."""
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidArgumentError(argument, value, "it must be a UUID (or its text) or None")
+
+
+def json_text(argument: str, value: Any) -> str | None:
+    """``value`` as JSON text, or None for the default; anything ``json`` cannot encode
+    exactly (NaN, infinities, sets, arbitrary objects) is refused."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            argument, value, f"it must be JSON-serializable ({exc})"
+        ) from exc
+    return text
