@@ -14,23 +14,16 @@ or, with a filter of your own or another schema name,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Literal
+from collections.abc import Callable
+
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 
 __all__ = ["IncludeName", "include_name", "pgjobs_include_name"]
 
-NameType = Literal[
-    "schema",
-    "table",
-    "column",
-    "index",
-    "unique_constraint",
-    "foreign_key_constraint",
-]
-#: The shape of Alembic's ``include_name`` hook.
-IncludeName = Callable[[str | None, NameType, Mapping[str, str | None]], bool]
+#: The shape of Alembic's ``include_name`` hook (its own types, so env.py type-checks).
+IncludeName = Callable[[str | None, NameFilterType, NameFilterParentNames], bool]
 
 
 def pgjobs_include_name(
@@ -40,7 +33,9 @@ def pgjobs_include_name(
     leaves every other name to ``then`` (or includes it)."""
     validate_schema_name(schema)
 
-    def include(name: str | None, type_: NameType, parent_names: Mapping[str, str | None]) -> bool:
+    def include(
+        name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+    ) -> bool:
         if type_ == "schema" and name == schema:
             return False
         if parent_names.get("schema_name") == schema:
