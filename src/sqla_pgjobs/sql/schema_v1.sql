@@ -1327,6 +1327,8 @@ AS $$
 DECLARE
   v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                      WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  -- Resolved first, so that an unknown level is reported whatever the role.
+  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(grant_access.access));
   v_function regprocedure;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = grant_access.role_name) THEN
@@ -1334,7 +1336,7 @@ BEGIN
       USING ERRCODE = '42704', COLUMN = 'role_name',
             HINT = 'Create the role first: the job schema never creates roles.';
   END IF;
-  FOR v_function IN SELECT * FROM app_jobs.access_functions(grant_access.access) LOOP
+  FOREACH v_function IN ARRAY v_functions LOOP
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_function, role_name);
   END LOOP;
   EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_schema, role_name);
@@ -1353,13 +1355,15 @@ AS $$
 DECLARE
   v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                      WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  -- Resolved first, so that an unknown level is reported whatever the role.
+  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(revoke_access.access));
   v_function regprocedure;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = revoke_access.role_name) THEN
     RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
       USING ERRCODE = '42704', COLUMN = 'role_name';
   END IF;
-  FOR v_function IN SELECT * FROM app_jobs.access_functions(revoke_access.access) LOOP
+  FOREACH v_function IN ARRAY v_functions LOOP
     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', v_function, role_name);
   END LOOP;
   EXECUTE format('REVOKE SELECT ON ALL TABLES IN SCHEMA %I FROM %I', v_schema, role_name);
