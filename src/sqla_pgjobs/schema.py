@@ -47,7 +47,18 @@ DEFAULT_SCHEMA = "app_jobs"
 
 #: The newest schema version this library knows. Version 1 is ``schema_v1.sql``; version
 #: N > 1 is reached from N - 1 with ``upgrade_v{N-1}_to_v{N}.sql`` (and left again with
-#: ``downgrade_v{N}_to_v{N-1}.sql``).
+#: ``downgrade_v{N}_to_v{N-1}.sql``). Each step file, in order:
+#:
+#: 1. takes the migrations' advisory lock (the first statement of ``schema_v1.sql``);
+#: 2. checks ``max(version)`` in ``app_jobs.migrations`` is the version it starts from,
+#:    raising otherwise (this is what makes offline ``--sql`` output safe to replay);
+#: 3. makes its changes, revoking from PUBLIC whatever it creates;
+#: 4. grants new functions and tables to the roles that hold an access level (the catalog
+#:    says who: EXECUTE on ``add_job``, ``get_jobs`` or ``complete_jobs``), since
+#:    ``grant_access`` only reached the objects that existed when it ran;
+#: 5. inserts (or, going down, deletes) its version in ``app_jobs.migrations``.
+#:
+#: The test suite's ``fake_version_2`` fixture is a worked example.
 LATEST_VERSION = 1
 
 _TOKEN = re.compile(r"\bapp_jobs\b")
