@@ -174,14 +174,26 @@ def _role(role_name: object) -> str:
     return role_name
 
 
-@Operations.register_operation("grant_pgjobs_access")
-class GrantPgjobsAccessOp(MigrateOperation):
-    """Give an existing role an access level to the job schema (the role is not created)."""
+class _AccessOp(MigrateOperation):
+    """Grant or revoke an access level to the job schema for an existing role."""
+
+    #: ``"grant"`` or ``"revoke"``: the op's name without ``_pgjobs_access``.
+    verb: str
 
     def __init__(self, role_name: str, access: str, schema: str = DEFAULT_SCHEMA) -> None:
         self.role_name = _role(role_name)
         self.access = _access(access)
         self.schema = validate_schema_name(schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return (f"{self.verb}_pgjobs_access", self.schema, self.role_name, self.access)
+
+
+@Operations.register_operation("grant_pgjobs_access")
+class GrantPgjobsAccessOp(_AccessOp):
+    """Give an existing role an access level to the job schema (the role is not created)."""
+
+    verb = "grant"
 
     @classmethod
     def grant_pgjobs_access(
@@ -196,18 +208,12 @@ class GrantPgjobsAccessOp(MigrateOperation):
     def reverse(self) -> RevokePgjobsAccessOp:
         return RevokePgjobsAccessOp(self.role_name, self.access, self.schema)
 
-    def to_diff_tuple(self) -> tuple[Hashable, ...]:
-        return ("grant_pgjobs_access", self.schema, self.role_name, self.access)
-
 
 @Operations.register_operation("revoke_pgjobs_access")
-class RevokePgjobsAccessOp(MigrateOperation):
+class RevokePgjobsAccessOp(_AccessOp):
     """Take back what :class:`GrantPgjobsAccessOp` gave for the level."""
 
-    def __init__(self, role_name: str, access: str, schema: str = DEFAULT_SCHEMA) -> None:
-        self.role_name = _role(role_name)
-        self.access = _access(access)
-        self.schema = validate_schema_name(schema)
+    verb = "revoke"
 
     @classmethod
     def revoke_pgjobs_access(
@@ -218,6 +224,3 @@ class RevokePgjobsAccessOp(MigrateOperation):
 
     def reverse(self) -> GrantPgjobsAccessOp:
         return GrantPgjobsAccessOp(self.role_name, self.access, self.schema)
-
-    def to_diff_tuple(self) -> tuple[Hashable, ...]:
-        return ("revoke_pgjobs_access", self.schema, self.role_name, self.access)

@@ -72,8 +72,7 @@ def _downgrade(autogen_context: AutogenContext, op: DowngradePgjobsSchemaOp) -> 
 @renderers.dispatch_for(RevokePgjobsAccessOp)
 def _access(autogen_context: AutogenContext, op: GrantPgjobsAccessOp | RevokePgjobsAccessOp) -> str:
     autogen_context.imports.add(_IMPORT)
-    verb = "grant" if isinstance(op, GrantPgjobsAccessOp) else "revoke"
     return (
-        f"{_prefix(autogen_context)}{verb}_pgjobs_access({op.role_name!r}, {op.access!r}"
+        f"{_prefix(autogen_context)}{op.verb}_pgjobs_access({op.role_name!r}, {op.access!r}"
         f"{_schema_arg(op.schema)})"
     )

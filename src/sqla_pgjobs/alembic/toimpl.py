@@ -61,16 +61,11 @@ def downgrade_pgjobs_schema(operations: Operations, operation: DowngradePgjobsSc
 
 
 @Operations.implementation_for(GrantPgjobsAccessOp)
-def grant_pgjobs_access(operations: Operations, operation: GrantPgjobsAccessOp) -> None:
-    _execute(
-        operations,
-        [sql.access_statement("grant", operation.schema, operation.role_name, operation.access)],
-    )
-
-
 @Operations.implementation_for(RevokePgjobsAccessOp)
-def revoke_pgjobs_access(operations: Operations, operation: RevokePgjobsAccessOp) -> None:
-    _execute(
-        operations,
-        [sql.access_statement("revoke", operation.schema, operation.role_name, operation.access)],
+def change_pgjobs_access(
+    operations: Operations, operation: GrantPgjobsAccessOp | RevokePgjobsAccessOp
+) -> None:
+    statement = sql.access_statement(
+        operation.verb, operation.schema, operation.role_name, operation.access
     )
+    _execute(operations, [statement])

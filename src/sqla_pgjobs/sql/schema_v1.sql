@@ -1319,8 +1319,11 @@ BEGIN
 END
 $$;
 
--- Give role_name the access level (enqueue, worker or operator).
-CREATE FUNCTION app_jobs.grant_access(role_name text, access text) RETURNS void
+-- Grant (grant = true) or revoke the access level of role_name. Revoking takes back
+-- everything granting the level gave, including the levels it contains and USAGE on the
+-- schema: grant_access then revoke_access with one level leaves a role as it was.
+CREATE FUNCTION app_jobs.change_access(role_name text, access text, grant_it boolean)
+RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1328,48 +1331,36 @@ DECLARE
   v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                      WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
   -- Resolved first, so that an unknown level is reported whatever the role.
-  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(grant_access.access));
+  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(change_access.access));
   v_function regprocedure;
+  v_verb text := CASE WHEN grant_it THEN 'GRANT %s %s TO %I' ELSE 'REVOKE %s %s FROM %I' END;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = grant_access.role_name) THEN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = change_access.role_name) THEN
     RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
       USING ERRCODE = '42704', COLUMN = 'role_name',
             HINT = 'Create the role first: the job schema never creates roles.';
   END IF;
   FOREACH v_function IN ARRAY v_functions LOOP
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_function, role_name);
+    EXECUTE format(v_verb, 'EXECUTE ON FUNCTION', v_function, role_name);
   END LOOP;
-  EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', v_schema, role_name);
-  IF access = 'operator' THEN
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', v_schema, role_name);
+  IF NOT grant_it OR access = 'operator' THEN
+    EXECUTE format(v_verb, 'SELECT ON ALL TABLES IN SCHEMA', quote_ident(v_schema), role_name);
   END IF;
+  EXECUTE format(v_verb, 'USAGE ON SCHEMA', quote_ident(v_schema), role_name);
 END
 $$;
 
--- Take back from role_name everything grant_access gave for the level (which includes the
--- levels it contains): grant_access then revoke_access with one level leaves a role as it was.
-CREATE FUNCTION app_jobs.revoke_access(role_name text, access text) RETURNS void
-LANGUAGE plpgsql VOLATILE
+-- Give role_name the access level (enqueue, worker or operator).
+CREATE FUNCTION app_jobs.grant_access(role_name text, access text) RETURNS void
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                     WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
-  -- Resolved first, so that an unknown level is reported whatever the role.
-  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(revoke_access.access));
-  v_function regprocedure;
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = revoke_access.role_name) THEN
-    RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
-      USING ERRCODE = '42704', COLUMN = 'role_name';
-  END IF;
-  FOREACH v_function IN ARRAY v_functions LOOP
-    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', v_function, role_name);
-  END LOOP;
-  EXECUTE format('REVOKE SELECT ON ALL TABLES IN SCHEMA %I FROM %I', v_schema, role_name);
-  EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM %I', v_schema, role_name);
-END
-$$;
+AS $$ SELECT app_jobs.change_access(grant_access.role_name, grant_access.access, true) $$;
+
+-- Take back from role_name everything grant_access gave for the level.
+CREATE FUNCTION app_jobs.revoke_access(role_name text, access text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.change_access(revoke_access.role_name, revoke_access.access, false) $$;
 
 --------------------------------------------------------------------------------------------
 -- Privileges (S6): nothing for PUBLIC. Grant helpers give rights to existing roles.
