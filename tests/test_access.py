@@ -74,6 +74,9 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "fail_job",
     "fail_job_batch",
     "release_jobs",
+    "heartbeat",
+    "next_run_at",
+    "recover_jobs",
     "get_scheduled_job",
     "get_scheduled_jobs",
     "renew_scheduled_jobs",
@@ -90,7 +93,7 @@ FUNCTIONS = {
     "worker": WORKER_FUNCTIONS,
     "operator": OPERATOR_FUNCTIONS,
 }
-TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations"}
+TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"}
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.
 CALLS: dict[str, tuple[str, Callable[[], Executable]]] = {

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    Interval,
     MetaData,
     Table,
     Text,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
-__all__ = ["job_queues", "jobs", "metadata", "migrations", "scheduled_jobs"]
+__all__ = ["job_queues", "jobs", "metadata", "migrations", "scheduled_jobs", "workers"]
 
 #: The job schema's tables; keep it out of your own ``target_metadata``.
 metadata = MetaData(schema=DEFAULT_SCHEMA)
@@ -81,6 +82,16 @@ job_queues = Table(
     Column("job_count", Integer, nullable=False),
     _timestamp("locked_at"),
     Column("locked_by", Text),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", Text, primary_key=True),
+    Column("heartbeat_timeout", Interval, nullable=False),
+    _timestamp("last_heartbeat", nullable=False),
+    _timestamp("started_at", nullable=False),
+    Column("info", JSON(none_as_null=True), nullable=False),
 )
 
 migrations = Table(

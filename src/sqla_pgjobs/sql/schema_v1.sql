@@ -138,6 +138,21 @@ CREATE TABLE app_jobs.job_queues (
 CREATE INDEX job_queues_locked_by_idx ON app_jobs.job_queues (locked_by)
   WHERE locked_by IS NOT NULL;
 
+-- Workers that heartbeat (sqla_pgjobs' worker does; the reference Node worker does not).
+-- A registered worker is alive until it has been silent for longer than the
+-- heartbeat_timeout it declared: until then no one takes its jobs, however long they run;
+-- after it, they are recovered within seconds instead of after the hours of job_expiry.
+CREATE TABLE app_jobs.workers (
+  worker_id text NOT NULL,
+  heartbeat_timeout interval NOT NULL,
+  last_heartbeat timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  info json NOT NULL DEFAULT '{}'::json,
+  CONSTRAINT workers_pkey PRIMARY KEY (worker_id),
+  CONSTRAINT workers_worker_id_check CHECK (pg_catalog.length(worker_id) > 3),
+  CONSTRAINT workers_heartbeat_timeout_check CHECK (heartbeat_timeout > interval '0')
+);
+
 --------------------------------------------------------------------------------------------
 -- Internal helpers
 --------------------------------------------------------------------------------------------
@@ -533,6 +548,154 @@ $$;
 -- Taking jobs
 --------------------------------------------------------------------------------------------
 
+-- Whether a queue lock still counts: held by a registered (so live) worker, or taken after
+-- expired_before.
+CREATE FUNCTION app_jobs.queue_is_held(
+  locked_at timestamptz,
+  locked_by text,
+  expired_before timestamptz
+) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  SELECT queue_is_held.locked_at IS NOT NULL
+     AND (queue_is_held.locked_at >= queue_is_held.expired_before
+          OR EXISTS (SELECT 1 FROM app_jobs.workers w
+                      WHERE w.worker_id = queue_is_held.locked_by))
+$$;
+
+-- Record that worker_id is alive, and how long it may stay silent before it is given up
+-- for dead (its jobs are then recovered by the next get_jobs). Returns false when the
+-- worker was not registered: its first heartbeat, or it had been given up for dead (its
+-- jobs may have been taken over meanwhile).
+CREATE FUNCTION app_jobs.heartbeat(
+  worker_id text,
+  heartbeat_timeout interval DEFAULT interval '30 seconds',
+  info json DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_timeout interval := coalesce(heartbeat.heartbeat_timeout, interval '30 seconds');
+BEGIN
+  PERFORM app_jobs.assert_worker_id(heartbeat.worker_id);
+  IF v_timeout <= interval '0' THEN
+    RAISE EXCEPTION 'heartbeat_timeout must be positive, got %', v_timeout
+      USING ERRCODE = '22023', COLUMN = 'heartbeat_timeout';
+  END IF;
+  UPDATE app_jobs.workers w
+     SET last_heartbeat = now(), heartbeat_timeout = v_timeout,
+         info = coalesce(heartbeat.info, w.info)
+   WHERE w.worker_id = heartbeat.worker_id;
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  INSERT INTO app_jobs.workers AS w (worker_id, heartbeat_timeout, info)
+  VALUES (heartbeat.worker_id, v_timeout, coalesce(heartbeat.info, '{}'::json))
+  ON CONFLICT ON CONSTRAINT workers_pkey DO UPDATE
+    SET last_heartbeat = now(), heartbeat_timeout = excluded.heartbeat_timeout,
+        info = excluded.info;
+  RETURN false;
+END
+$$;
+
+-- Free the jobs and queues of holders that are gone: registered workers silent for longer
+-- than their heartbeat_timeout (given up for dead: their row goes too), and holders that
+-- never registered (the reference Node worker) whose lock is older than job_expiry. A
+-- registered worker that is alive keeps its jobs whatever their age. The interrupted
+-- attempt counts; last_error says what happened.
+CREATE FUNCTION app_jobs.recover_jobs(job_expiry interval DEFAULT interval '4 hours')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_now timestamptz := now();
+  v_expiry interval := coalesce(recover_jobs.job_expiry, interval '4 hours');
+  v_dead text[];
+BEGIN
+  WITH gone AS (
+    DELETE FROM app_jobs.workers w
+     WHERE w.worker_id IN (SELECT s.worker_id
+                             FROM app_jobs.workers s
+                            WHERE s.last_heartbeat < v_now - s.heartbeat_timeout
+                              FOR UPDATE SKIP LOCKED)
+    RETURNING w.worker_id, w.last_heartbeat
+  ), freed AS (
+    UPDATE app_jobs.jobs j
+       SET locked_by = NULL,
+           locked_at = NULL,
+           last_error = format('worker %s stopped heartbeating (last heartbeat %s)',
+                               g.worker_id, g.last_heartbeat),
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+      FROM gone g
+     WHERE j.locked_by = g.worker_id AND j.locked_at IS NOT NULL
+  )
+  SELECT array_agg(g.worker_id) INTO v_dead FROM gone g;
+
+  IF v_dead IS NOT NULL THEN
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+     WHERE q.locked_by = ANY (v_dead);
+  END IF;
+
+  UPDATE app_jobs.jobs j
+     SET locked_by = NULL,
+         locked_at = NULL,
+         last_error = format('lock held by %s since %s expired after %s',
+                             j.locked_by, j.locked_at, v_expiry),
+         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+   WHERE j.id IN (SELECT e.id
+                    FROM app_jobs.jobs e
+                   WHERE e.locked_at < v_now - v_expiry
+                     AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
+                                      WHERE w.worker_id = e.locked_by)
+                   -- ORDER BY keeps the plan on jobs_locked_at_idx: a generic plan with a
+                   -- plain LIMIT chose a sequential scan of the whole table.
+                   ORDER BY e.locked_at
+                   LIMIT 1000
+                     FOR UPDATE SKIP LOCKED);
+END
+$$;
+
+-- The earliest run_at among jobs that could be taken (NULL: none), so that a worker with
+-- nothing to do sleeps until then instead of until its next poll (P5). One index probe per
+-- priority in use.
+CREATE FUNCTION app_jobs.next_run_at(task_identifiers text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_priority integer;
+  v_run_at timestamptz;
+  v_earliest timestamptz;
+BEGIN
+  SELECT min(j.priority) INTO v_priority
+    FROM app_jobs.jobs j
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts;
+  WHILE v_priority IS NOT NULL LOOP
+    SELECT j.run_at INTO v_run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority = v_priority
+       AND (next_run_at.task_identifiers IS NULL
+            OR j.task_identifier = ANY (next_run_at.task_identifiers))
+     ORDER BY j.run_at
+     LIMIT 1;
+    v_earliest := LEAST(v_earliest, v_run_at);
+    SELECT min(j.priority) INTO v_priority
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority > v_priority;
+  END LOOP;
+  RETURN v_earliest;
+END
+$$;
+
 -- Take up to max_jobs runnable jobs for worker_id, in (priority, run_at, id) order, and
 -- lock them. A job is runnable when it is unlocked (or its lock is older than job_expiry),
 -- due (run_at <= now()), has attempts left, matches task_identifiers (NULL: any; an empty
@@ -567,21 +730,7 @@ BEGIN
   PERFORM app_jobs.assert_worker_id(get_jobs.worker_id);
   PERFORM app_jobs.assert_positive('max_jobs', v_limit);
 
-  -- Jobs whose lock has expired become runnable again; say what happened to them.
-  UPDATE app_jobs.jobs j
-     SET locked_by = NULL,
-         locked_at = NULL,
-         last_error = format('lock held by %s since %s expired after %s',
-                             j.locked_by, j.locked_at, v_expiry),
-         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
-   WHERE j.id IN (SELECT e.id
-                    FROM app_jobs.jobs e
-                   WHERE e.locked_at < v_now - v_expiry
-                   -- ORDER BY keeps the plan on jobs_locked_at_idx: a generic plan with a
-                   -- plain LIMIT chose a sequential scan of the whole table.
-                   ORDER BY e.locked_at
-                   LIMIT 1000
-                     FOR UPDATE SKIP LOCKED);
+  PERFORM app_jobs.recover_jobs(v_expiry);
 
   SELECT min(j.priority) INTO v_priority
     FROM app_jobs.jobs j
@@ -609,7 +758,7 @@ BEGIN
         CONTINUE WHEN v_candidate.queue_name = ANY (v_queues);
 
         -- Look first, lock only a queue that looks free (P3).
-        SELECT q.locked_at INTO v_queue
+        SELECT q.locked_at, q.locked_by INTO v_queue
           FROM app_jobs.job_queues q
          WHERE q.queue_name = v_candidate.queue_name;
         IF NOT FOUND THEN
@@ -620,16 +769,16 @@ BEGIN
             FROM app_jobs.jobs j
            WHERE j.queue_name = v_candidate.queue_name
           ON CONFLICT (queue_name) DO NOTHING;
-        ELSIF v_queue.locked_at IS NOT NULL AND v_queue.locked_at >= v_now - v_expiry THEN
+        ELSIF app_jobs.queue_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry) THEN
           CONTINUE;
         END IF;
 
-        SELECT q.locked_at INTO v_queue
+        SELECT q.locked_at, q.locked_by INTO v_queue
           FROM app_jobs.job_queues q
          WHERE q.queue_name = v_candidate.queue_name
            FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        CONTINUE WHEN v_queue.locked_at IS NOT NULL AND v_queue.locked_at >= v_now - v_expiry;
+        CONTINUE WHEN app_jobs.queue_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry);
 
         UPDATE app_jobs.job_queues q
            SET locked_by = get_jobs.worker_id, locked_at = v_now
@@ -814,6 +963,10 @@ BEGIN
   UPDATE app_jobs.job_queues q
      SET locked_at = NULL, locked_by = NULL
    WHERE q.locked_by = release_jobs.worker_id;
+
+  -- A worker that gives back its jobs is leaving (or starting afresh): it is no longer
+  -- registered until its next heartbeat.
+  DELETE FROM app_jobs.workers w WHERE w.worker_id = release_jobs.worker_id;
 
   -- Released jobs are runnable now; wake the workers (P5).
   PERFORM pg_notify('jobs:insert', '');
@@ -1308,6 +1461,7 @@ BEGIN
       ('tg_add_job_with_fields', 1), ('trigger_job_with_fields', 1),
       ('get_job', 2), ('get_jobs', 2), ('complete_job', 2), ('complete_job_batch', 2),
       ('fail_job', 2), ('fail_job_batch', 2), ('release_jobs', 2),
+      ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2),
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3)

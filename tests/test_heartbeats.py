@@ -1,0 +1,124 @@
+"""Crash recovery in seconds: workers heartbeat, and a silent worker's jobs are recovered
+after its own heartbeat timeout, while a live worker's job is never taken however long it
+runs. Holders that never heartbeat (the reference Node worker) fall back to job_expiry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tests.helpers import sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+
+
+def one(connection: Connection, statement: str, **params: Any) -> Row[Any]:
+    return connection.execute(sql(statement), params).one()
+
+
+def beat(connection: Connection, worker: str, timeout: str = "30 seconds") -> bool:
+    return bool(
+        connection.execute(
+            sql("SELECT app_jobs.heartbeat(:w, CAST(:t AS interval))"), {"w": worker, "t": timeout}
+        ).scalar_one()
+    )
+
+
+def test_heartbeat_registers_and_says_whether_the_worker_was_known(engine: Engine) -> None:
+    with engine.begin() as connection:
+        assert beat(connection, "worker-1") is False
+        assert beat(connection, "worker-1", "10 seconds") is True
+        row = one(connection, "SELECT * FROM app_jobs.workers")
+        assert (row.worker_id, row.heartbeat_timeout.total_seconds()) == ("worker-1", 10)
+
+
+def test_a_live_worker_keeps_its_job_however_long_it_runs(engine: Engine) -> None:
+    with engine.begin() as connection:
+        job = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 'long', NULL, NULL, 'q')")
+        beat(connection, "worker-1")
+        one(connection, "SELECT * FROM app_jobs.get_job('worker-1')")
+        # Locked for a day: far beyond any job_expiry, but the holder still heartbeats.
+        connection.execute(sql("UPDATE app_jobs.jobs SET locked_at = now() - interval '1 day'"))
+        connection.execute(
+            sql("UPDATE app_jobs.job_queues SET locked_at = now() - interval '1 day'")
+        )
+        other = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 'next', NULL, NULL, 'q')")
+        assert one(connection, "SELECT * FROM app_jobs.get_job('worker-2')").id is None
+        still = one(connection, "SELECT * FROM app_jobs.jobs WHERE id = :id", id=job.id)
+        assert still.locked_by == "worker-1"
+        assert other.id != job.id
+
+
+def test_a_silent_worker_is_given_up_and_its_jobs_recovered(engine: Engine) -> None:
+    with engine.begin() as connection:
+        job = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't', NULL, NULL, 'q')")
+        beat(connection, "crashed-1", "2 seconds")
+        one(connection, "SELECT * FROM app_jobs.get_job('crashed-1')")
+        connection.execute(
+            sql("UPDATE app_jobs.workers SET last_heartbeat = now() - interval '3 seconds'")
+        )
+        taken = one(connection, "SELECT * FROM app_jobs.get_job('worker-2')")
+        assert (taken.id, taken.attempts, taken.locked_by) == (job.id, 2, "worker-2")
+        assert "worker crashed-1 stopped heartbeating" in taken.last_error
+        queue = one(connection, "SELECT * FROM app_jobs.job_queues")
+        assert queue.locked_by == "worker-2"
+        workers = connection.execute(sql("SELECT worker_id FROM app_jobs.workers")).scalars().all()
+        assert workers == []
+        # If it was only paused, its next heartbeat says it had been given up for dead,
+        # and it can no longer complete the job it lost.
+        assert beat(connection, "crashed-1") is False
+        assert (
+            one(connection, "SELECT * FROM app_jobs.complete_job('crashed-1', :id)", id=job.id).id
+            is None
+        )
+
+
+def test_an_unregistered_holder_falls_back_to_job_expiry(engine: Engine) -> None:
+    """A Node worker never heartbeats; Python and Node workers share the schema safely."""
+    with engine.begin() as connection:
+        job = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't')")
+        one(connection, "SELECT * FROM app_jobs.get_job('node-worker')")
+        connection.execute(sql("UPDATE app_jobs.jobs SET locked_at = now() - interval '3 hours'"))
+        assert one(connection, "SELECT * FROM app_jobs.get_job('py-worker')").id is None
+        connection.execute(sql("UPDATE app_jobs.jobs SET locked_at = now() - interval '5 hours'"))
+        assert one(connection, "SELECT * FROM app_jobs.get_job('py-worker')").id == job.id
+
+
+def test_release_jobs_unregisters_the_worker(engine: Engine) -> None:
+    with engine.begin() as connection:
+        beat(connection, "worker-1")
+        connection.execute(sql("SELECT app_jobs.release_jobs('worker-1')"))
+        assert connection.execute(sql("SELECT count(*) FROM app_jobs.workers")).scalar_one() == 0
+
+
+def test_next_run_at_is_the_earliest_takeable_job(engine: Engine) -> None:
+    with engine.begin() as connection:
+        assert connection.execute(sql("SELECT app_jobs.next_run_at()")).scalar_one() is None
+        now = connection.execute(sql("SELECT now()")).scalar_one()
+        for task, delay, priority in [
+            ("a", "1 hour", 0),
+            ("b", "10 minutes", 5),
+            ("a", "2 hours", -3),
+        ]:
+            connection.execute(
+                sql(
+                    "SELECT app_jobs.add_job(NULL, :t, NULL, NULL, NULL,"
+                    " now() + CAST(:d AS interval), NULL, :p)"
+                ),
+                {"t": task, "d": delay, "p": priority},
+            )
+        dead = one(
+            connection, "SELECT * FROM app_jobs.add_job(NULL, 'a', NULL, NULL, NULL, NULL, 1)"
+        )
+        connection.execute(
+            sql("UPDATE app_jobs.jobs SET attempts = 1 WHERE id = :id"), {"id": dead.id}
+        )
+
+        def next_run(tasks: list[str] | None) -> Any:
+            return connection.execute(
+                sql("SELECT app_jobs.next_run_at(:tasks)"), {"tasks": tasks}
+            ).scalar_one()
+
+        assert (next_run(None) - now).total_seconds() == 600
+        assert (next_run(["a"]) - now).total_seconds() == 3600
+        assert next_run(["c"]) is None
