@@ -48,7 +48,7 @@ EXPECTED_FUNCTIONS = {
     "timestamp with time zone, priority integer DEFAULT NULL::integer, attempts integer "
     "DEFAULT NULL::integer, max_attempts integer DEFAULT NULL::integer, job_expiry interval "
     "DEFAULT '04:00:00'::interval",
-    "release_jobs": "worker_id text",
+    "release_jobs": "worker_id text, keep_job_ids bigint[] DEFAULT NULL::bigint[]",
     "release_scheduled_jobs": "worker_id text, ids bigint[] DEFAULT NULL::bigint[]",
     "run_scheduled_job": "id bigint, job_expiry interval DEFAULT '01:00:00'::interval, "
     "fire_time timestamp with time zone DEFAULT NULL::timestamp with time zone",

@@ -101,3 +101,8 @@ def test_upgrade_and_downgrade_need_a_direction() -> None:
         upgrade_statements("app_jobs", 1, 1)
     with pytest.raises(SchemaVersionError, match="less than"):
         downgrade_statements("app_jobs", 1, 1)
+
+
+def test_percent_in_a_schema_name_is_not_doubled_in_sql_text() -> None:
+    assert quote_schema("50% jobs") == '"50% jobs"'
+    assert render("SELECT app_jobs.x", "50% jobs") == 'SELECT "50% jobs".x'

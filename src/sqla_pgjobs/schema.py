@@ -65,7 +65,8 @@ _TOKEN = re.compile(r"\bapp_jobs\b")
 # What sqlalchemy.text() would take for a bind parameter (its own pattern, see
 # sqlalchemy.sql.elements.TextClause._bind_params_regex).
 _BIND = re.compile(r"(?<![:\w\x5c]):(?=\w+(?!:))")
-_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+# paramstyle="named": the identifier must not have its % doubled (that is a driver concern).
+_PREPARER = postgresql.dialect(paramstyle="named").identifier_preparer  # type: ignore[no-untyped-call]
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
 _MAX_IDENTIFIER_BYTES = 63
 

@@ -1,0 +1,664 @@
+"""The worker: takes jobs from PostgreSQL and runs their handlers.
+
+One asyncio loop does the bookkeeping; ``async`` handlers run on it, plain ones in a pool
+of threads. The worker holds two connections: one for its statements (taking jobs in
+batches, completing and failing them in batches, heartbeats) and one that LISTENs for
+``jobs:insert`` (none in poll-only mode). It never takes more jobs than it has free slots,
+so a job it holds is a job that is running or about to.
+
+Waking up: a NOTIFY wakes it at once; otherwise it sleeps until the earliest time a job
+could be taken (``next_run_at``: a delayed job or a retry falling due, or a silent
+worker's jobs becoming recoverable), and at most ``poll_interval``.
+
+Stopping (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`): no more jobs
+are taken; running handlers get ``shutdown_timeout`` to finish; what they finish is
+completed or failed; every job still held is released with its attempt refunded; the
+worker unregisters. A second signal exits at once.
+
+Connection loss: statements are retried on a new connection, with backoff from 0.1 s to
+5 s; results that were not acknowledged are kept and sent then. Jobs handed to the worker
+by a ``get_jobs`` whose answer was lost are given back (``release_jobs`` with the jobs it
+does run kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Json
+from sqlalchemy.engine import URL, Engine
+
+from sqla_pgjobs import validation as check
+from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
+from sqla_pgjobs.urls import sqlalchemy_url
+from sqla_pgjobs.worker.queries import Queries
+from sqla_pgjobs.worker.tasks import Job, Task, TaskRegistry
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("sqla_pgjobs.worker")
+
+# Reconnect backoff: 0.1 s doubling to 5 s, so a restarting server (typically back in a
+# few seconds) is found quickly without hammering it.
+_RECONNECT_FIRST = 0.1
+_RECONNECT_MAX = 5.0
+# When a job is due but get_jobs gave none (its queue is busy), look again after this
+# long at most: queue releases send no NOTIFY.
+_BLOCKED_RETRY = 1.0
+# Longest error text stored in last_error (tracebacks can be huge).
+_MAX_ERROR = 8000
+
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, for :meth:`Worker.run` callers, the demo and tests."""
+
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0  # finished here, but taken over while this worker could not report it
+    reconnects: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def processed(self) -> int:
+        return self.completed + self.failed
+
+
+def _database_url(database: str | URL | Engine) -> str:
+    url = database.url if isinstance(database, Engine) else sqlalchemy_url(database)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _seconds(argument: str, value: float | timedelta) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    checked = check.check_interval(argument, value)
+    assert checked is not None
+    return checked.total_seconds()
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    summary = f"{type(exc).__name__}: {exc}"
+    if len(text) > _MAX_ERROR:
+        text = text[: _MAX_ERROR // 2] + "\n...\n" + text[-_MAX_ERROR // 2 :]
+    return summary + "\n\n" + text
+
+
+class Worker:
+    """Runs the handlers of ``tasks`` for the jobs in a database.
+
+    ``database``: a URL (``postgresql://...``, with or without a SQLAlchemy driver) or an
+    :class:`~sqlalchemy.engine.Engine` whose URL is used. The worker opens connections of its
+    own, outside any pool.
+
+    :param concurrency: jobs run at the same time (and the most jobs held).
+    :param poll_interval: the longest sleep without a NOTIFY (all a poll-only worker has).
+    :param listen: LISTEN for new jobs; turn off behind PgBouncer in transaction mode.
+    :param heartbeat_timeout: how long this worker may stay silent before others take its
+        jobs; it heartbeats every sixth of it.
+    :param job_expiry: how old a lock held by a worker that never heartbeats (a Node
+        worker of the reference package) must be before its job is taken over.
+    :param shutdown_timeout: how long running handlers get to finish when stopping.
+    :param unknown_tasks: ``"skip"`` takes only jobs of registered tasks (other workers
+        may run the rest); ``"fail"`` takes every job and fails those it has no handler for.
+    """
+
+    def __init__(
+        self,
+        database: str | URL | Engine,
+        tasks: TaskRegistry,
+        *,
+        concurrency: int = 10,
+        worker_id: str | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        poll_interval: float | timedelta = 10.0,
+        listen: bool = True,
+        heartbeat_timeout: float | timedelta = 30.0,
+        job_expiry: float | timedelta = timedelta(hours=4),
+        shutdown_timeout: float | timedelta = 30.0,
+        unknown_tasks: str = "skip",
+    ) -> None:
+        if not isinstance(tasks, TaskRegistry):
+            raise InvalidArgumentError("tasks", tasks, "it must be a TaskRegistry")
+        if unknown_tasks not in ("skip", "fail"):
+            raise InvalidArgumentError(
+                "unknown_tasks", unknown_tasks, 'it must be "skip" or "fail"'
+            )
+        self.tasks = tasks
+        self.concurrency = int(
+            check.check_positive("concurrency", concurrency, optional=False) or 1
+        )
+        self.worker_id = check.check_worker_id(worker_id or _default_worker_id())
+        self.schema = validate_schema_name(schema)
+        self.poll_interval = _seconds("poll_interval", poll_interval)
+        self.listen = bool(listen)
+        self.heartbeat_timeout = _seconds("heartbeat_timeout", heartbeat_timeout)
+        self.job_expiry = _seconds("job_expiry", job_expiry)
+        self.shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout)
+        self.unknown_tasks = unknown_tasks
+        self.stats = WorkerStats()
+        self._url = _database_url(database)
+        self._queries = Queries.for_schema(self.schema)
+        self._task_filter = None if unknown_tasks == "fail" else tasks.names
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- Public API ---------------------------------------------------------------------------
+
+    def run(self, *, drain: bool = False, install_signal_handlers: bool = True) -> WorkerStats:
+        """Run until stopped (or, with ``drain``, until no job is due); return the stats.
+
+        Under the main thread, SIGTERM and SIGINT stop the worker gracefully; a second
+        signal exits the process at once.
+        """
+        return asyncio.run(self._main(drain=drain, signals=install_signal_handlers))
+
+    async def run_async(self, *, drain: bool = False) -> WorkerStats:
+        """Run on the current event loop (no signal handlers); see :meth:`run`."""
+        return await self._main(drain=drain, signals=False)
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully (from any thread)."""
+        self._stopping.set()
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    # --- Main loop ----------------------------------------------------------------------------
+
+    async def _main(self, *, drain: bool, signals: bool) -> WorkerStats:
+        self._loop = asyncio.get_running_loop()
+        run = _Run(self, drain=drain)
+        self._wake = run.wake
+        if signals and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        try:
+            await run.execute()
+        finally:
+            if signals:
+                self._remove_signal_handlers()
+            self._wake = None
+        return self.stats
+
+    def _install_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                self._loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            log.warning(
+                "second %s: exiting now; held jobs recover after the heartbeat timeout", name
+            )
+            logging.shutdown()
+            os._exit(1)
+        log.info(
+            "%s: stopping (running jobs get %.0f s)",
+            name,
+            self.shutdown_timeout,
+            extra={"worker_id": self.worker_id},
+        )
+        self.stop()
+
+
+class _Run:
+    """One run of a worker: its connections, running jobs and unacknowledged results."""
+
+    def __init__(self, worker: Worker, *, drain: bool) -> None:
+        self.worker = worker
+        self.drain = drain
+        self.q = worker._queries
+        self.wake = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self.db_lock = asyncio.Lock()
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.completed: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+        self.executor = ThreadPoolExecutor(
+            max_workers=worker.concurrency, thread_name_prefix="pgjobs-handler"
+        )
+        self.helpers: list[asyncio.Task[None]] = []
+        # False after a reconnect, until jobs a lost answer may have handed over are given back.
+        self.reconciled = True
+
+    # --- Lifecycle ----------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        worker = self.worker
+        # The first statement does not retry: a wrong URL or a missing schema fails at once.
+        await self.sql(self.q.heartbeat, self._heartbeat_params(), retry=False)
+        log.info(
+            "worker %s started: %d task(s), concurrency %d, %s",
+            worker.worker_id,
+            len(worker.tasks),
+            worker.concurrency,
+            "listening" if worker.listen else f"polling every {worker.poll_interval:g} s",
+            extra={"worker_id": worker.worker_id},
+        )
+        helpers = [self.heartbeats()] + ([self.listener()] if worker.listen else [])
+        self.helpers = [asyncio.create_task(helper) for helper in helpers]
+        taking = asyncio.create_task(self.take_jobs())
+        try:
+            # A helper that dies (an error other than a lost connection) stops the worker.
+            done, _ = await asyncio.wait(
+                [taking, *self.helpers], return_when=asyncio.FIRST_COMPLETED
+            )
+            if taking not in done:
+                worker._stopping.set()
+                self.wake.set()
+                await asyncio.wait([taking])
+            for task in done:
+                task.result()
+        finally:
+            await self.shut_down()
+
+    async def shut_down(self) -> None:
+        worker = self.worker
+        if self.running:
+            log.info(
+                "waiting up to %.0f s for %d running job(s)",
+                worker.shutdown_timeout,
+                len(self.running),
+                extra={"worker_id": worker.worker_id},
+            )
+            _, pending = await asyncio.wait(
+                list(self.running.values()), timeout=worker.shutdown_timeout
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for helper in self.helpers:
+            helper.cancel()
+        await asyncio.gather(*self.helpers, return_exceptions=True)
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self.flush()
+        # Whatever this worker still holds goes back, with its attempt refunded.
+        held = list(self.running)
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self.sql(
+                self.q.release_jobs,
+                {"worker_id": worker.worker_id, "keep_job_ids": None},
+                retry=False,
+            )
+        worker.stats.released += len(held)
+        if held:
+            log.warning(
+                "released %d unfinished job(s): %s",
+                len(held),
+                held,
+                extra={"worker_id": worker.worker_id},
+            )
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.connection is not None:
+            await self.connection.close()
+        log.info(
+            "worker %s stopped: %d completed, %d failed",
+            worker.worker_id,
+            worker.stats.completed,
+            worker.stats.failed,
+            extra={"worker_id": worker.worker_id},
+        )
+
+    # --- Database -------------------------------------------------------------------------------
+
+    async def connect(self) -> psycopg.AsyncConnection[dict[str, Any]]:
+        return await psycopg.AsyncConnection.connect(
+            self.worker._url,
+            autocommit=True,
+            row_factory=dict_row,
+            application_name=f"pgjobs worker {self.worker.worker_id}"[:63],
+        )
+
+    async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
+        if self.connection is None or self.connection.closed:
+            self.connection = await self.connect()
+        return self.connection
+
+    async def sql(
+        self, statement: str, params: dict[str, Any], *, retry: bool = True
+    ) -> list[dict[str, Any]]:
+        """Run one statement; on a lost connection, reconnect (with backoff) and run it again."""
+        delay = _RECONNECT_FIRST
+        while True:
+            try:
+                async with self.db_lock:
+                    connection = await self._connection()
+                    cursor = await connection.execute(statement, params)
+                    return await cursor.fetchall() if cursor.description else []
+            except _CONNECTION_ERRORS as exc:
+                if not retry:
+                    raise
+                await self._lost_connection(exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+
+    async def _lost_connection(self, exc: Exception) -> None:
+        self.worker.stats.reconnects += 1
+        log.warning(
+            "database connection lost (%s); reconnecting",
+            exc,
+            extra={"worker_id": self.worker.worker_id},
+        )
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+        self.connection = None
+        self.reconciled = False
+
+    async def _reconcile(self) -> None:
+        """After a reconnect: give back jobs a lost get_jobs answer may have handed us."""
+        await self.flush()
+        keep = list(self.running)
+        await self.sql(
+            self.q.release_jobs, {"worker_id": self.worker.worker_id, "keep_job_ids": keep}
+        )
+        await self.sql(self.q.heartbeat, self._heartbeat_params())
+        self.reconciled = True
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+
+    def _heartbeat_params(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker.worker_id,
+            "heartbeat_timeout": timedelta(seconds=self.worker.heartbeat_timeout),
+            "info": Json(
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "concurrency": self.worker.concurrency,
+                    "tasks": self.worker.tasks.names,
+                }
+            ),
+        }
+
+    # --- Taking jobs --------------------------------------------------------------------------
+
+    async def take_jobs(self) -> None:
+        worker = self.worker
+        while not worker._stopping.is_set():
+            free = worker.concurrency - len(self.running)
+            if free <= 0 and not self.has_results():
+                await self._wait(worker.poll_interval)
+                continue
+            if not self.reconciled:
+                await self._reconcile()
+            self.wake.clear()
+            self.slot_freed.clear()
+            rows = await self.cycle(max_jobs=free)
+            for row in rows:
+                self.start(Job.from_row(row))
+            if free <= 0 or len(rows) == free:
+                continue  # maybe more are due: take again as soon as a slot frees
+            wait, due = await self.sleep_time(got_jobs=bool(rows))
+            if self.drain and not due and not rows and not self.running and not self.has_results():
+                return
+            await self._wait(wait)
+
+    async def sleep_time(self, *, got_jobs: bool) -> tuple[float, bool]:
+        """How long to sleep (at most poll_interval), and whether a job is due now."""
+        [row] = await self.sql(self.q.next_run_at, {"task_identifiers": self.worker._task_filter})
+        next_run_at: datetime | None = row["next_run_at"]
+        if next_run_at is None:
+            return self.worker.poll_interval, False
+        seconds = (next_run_at - row["now"]).total_seconds()
+        if seconds <= 0:
+            # Due, yet not given to us: its queue is busy (or another worker was quicker).
+            return (0.0 if got_jobs else min(_BLOCKED_RETRY, self.worker.poll_interval)), True
+        return min(seconds, self.worker.poll_interval), False
+
+    async def _wait(self, timeout: float) -> None:
+        """Until a NOTIFY (or stop), a job finishing, or ``timeout`` seconds."""
+        waiters = [
+            asyncio.ensure_future(self.slot_freed.wait()),
+            asyncio.ensure_future(self.wake.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # --- Running jobs -------------------------------------------------------------------------
+
+    def start(self, job: Job) -> None:
+        self.running[job.id] = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
+
+    async def run_job(self, job: Job) -> None:
+        worker = self.worker
+        task = worker.tasks.get(job.task_identifier)
+        fields = {
+            "worker_id": worker.worker_id,
+            "job_id": job.id,
+            "task": job.task_identifier,
+            "attempt": job.attempts,
+            "max_attempts": job.max_attempts,
+        }
+        log.info(
+            "job %d (%s) started, attempt %d of %d",
+            job.id,
+            job.task_identifier,
+            job.attempts,
+            job.max_attempts,
+            extra=fields,
+        )
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            if task is None:
+                raise LookupError(
+                    f"no handler for task {job.task_identifier!r} in this worker "
+                    f"(it has: {', '.join(worker.tasks.names) or 'none'})"
+                )
+            await self.call(task, job)
+        except asyncio.CancelledError:
+            # Stopping: the job is released with its attempt refunded, not failed.
+            self.running.pop(job.id, None)
+            raise
+        except BaseException as exc:
+            error = _error_text(exc)
+        duration_ms = round((time.monotonic() - started) * 1000, 3)
+        if error is None:
+            self.completed.append(job.id)
+            log.info(
+                "job %d (%s) completed in %.1f ms",
+                job.id,
+                job.task_identifier,
+                duration_ms,
+                extra={**fields, "duration_ms": duration_ms, "outcome": "completed"},
+            )
+        else:
+            self.failed.append((job.id, error))
+            log.warning(
+                "job %d (%s) failed in %.1f ms: %s",
+                job.id,
+                job.task_identifier,
+                duration_ms,
+                error.split("\n", 1)[0],
+                extra={
+                    **fields,
+                    "duration_ms": duration_ms,
+                    "outcome": "failed",
+                    "will_retry": job.attempts < job.max_attempts,
+                },
+            )
+        self.running.pop(job.id, None)
+        self.slot_freed.set()
+
+    async def call(self, task: Task, job: Job) -> None:
+        timeout = task.timeout.total_seconds() if task.timeout is not None else None
+        if task.is_async:
+            await asyncio.wait_for(task(job.payload, job), timeout=timeout)
+            return
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        future = loop.run_in_executor(self.executor, task, job.payload, job)
+        if timeout is None:
+            await future
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+        except TimeoutError:
+            log.warning(
+                "job %d (%s) is over its %g s timeout; a plain function cannot be "
+                "stopped, so the job keeps its slot until it returns and then fails",
+                job.id,
+                job.task_identifier,
+                timeout,
+                extra={"worker_id": self.worker.worker_id, "job_id": job.id},
+            )
+            await future
+            raise TimeoutError(
+                f"the handler ran {time.monotonic() - started:.1f} s, "
+                f"over its {timeout:g} s timeout"
+            ) from None
+
+    # --- Reporting results and taking jobs ------------------------------------------------------
+
+    def has_results(self) -> bool:
+        return bool(self.completed or self.failed)
+
+    async def cycle(self, *, max_jobs: int) -> list[dict[str, Any]]:
+        """Report the results gathered so far and take up to ``max_jobs`` jobs, in one
+        transaction and one round trip (psycopg pipeline): whatever the batch sizes, a
+        cycle costs one commit."""
+        worker = self.worker
+        completed, failed = self.completed, self.failed
+        self.completed, self.failed = [], []
+        delay = _RECONNECT_FIRST
+        while True:
+            try:
+                async with self.db_lock:
+                    connection = await self._connection()
+                    async with connection.pipeline(), connection.transaction():
+                        done = fails = taken = None
+                        if completed:
+                            done = await connection.execute(
+                                self.q.complete_jobs,
+                                {"worker_id": worker.worker_id, "job_ids": completed},
+                            )
+                        if failed:
+                            fails = await connection.execute(
+                                self.q.fail_jobs,
+                                {
+                                    "worker_id": worker.worker_id,
+                                    "job_ids": [job_id for job_id, _ in failed],
+                                    "error_messages": [error for _, error in failed],
+                                },
+                            )
+                        if max_jobs > 0:
+                            taken = await connection.execute(
+                                self.q.get_jobs,
+                                {
+                                    "worker_id": worker.worker_id,
+                                    "task_identifiers": worker._task_filter,
+                                    "job_expiry": timedelta(seconds=worker.job_expiry),
+                                    "max_jobs": max_jobs,
+                                },
+                            )
+                    acknowledged = len(await done.fetchall()) if done else 0
+                    failed_acknowledged = len(await fails.fetchall()) if fails else 0
+                    rows = await taken.fetchall() if taken else []
+                break
+            except _CONNECTION_ERRORS as exc:
+                # Nothing of the transaction is known to have happened: send it all again
+                # (completing and failing jobs twice is harmless; a lost get_jobs answer is
+                # put right by _reconcile).
+                await self._lost_connection(exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+            except BaseException:
+                self.completed, self.failed = completed + self.completed, failed + self.failed
+                raise
+        worker.stats.completed += acknowledged
+        worker.stats.failed += failed_acknowledged
+        self._report_lost(len(completed) - acknowledged + len(failed) - failed_acknowledged)
+        return rows
+
+    async def flush(self) -> None:
+        """Report the results gathered so far, taking no job."""
+        while self.has_results():
+            await self.cycle(max_jobs=0)
+
+    def _report_lost(self, count: int) -> None:
+        if count > 0:
+            self.worker.stats.lost += count
+            log.warning(
+                "%d job(s) finished here had been taken over (this worker was silent longer than "
+                "its heartbeat timeout); they may run again elsewhere",
+                count,
+                extra={"worker_id": self.worker.worker_id},
+            )
+
+    # --- Heartbeats and notifications ------------------------------------------------------------
+
+    async def heartbeats(self) -> None:
+        interval = self.worker.heartbeat_timeout / 6
+        while True:
+            await asyncio.sleep(interval)
+            [row] = await self.sql(self.q.heartbeat, self._heartbeat_params())
+            if not row["heartbeat"]:
+                log.warning(
+                    "this worker had been given up for dead (silent longer than %g s); "
+                    "jobs it held may have been taken over",
+                    self.worker.heartbeat_timeout,
+                    extra={"worker_id": self.worker.worker_id},
+                )
+                self.reconciled = False
+
+    async def listener(self) -> None:
+        delay = _RECONNECT_FIRST
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.worker._url, autocommit=True
+                ) as connection:
+                    await connection.execute('LISTEN "jobs:insert"')
+                    delay = _RECONNECT_FIRST
+                    self.wake.set()  # anything inserted while we were not listening
+                    async for _ in connection.notifies():
+                        self.wake.set()
+            except _CONNECTION_ERRORS as exc:
+                log.warning(
+                    "listen connection lost (%s); polling until it is back",
+                    exc,
+                    extra={"worker_id": self.worker.worker_id},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)

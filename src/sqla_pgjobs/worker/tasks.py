@@ -1,0 +1,208 @@
+"""Tasks: the Python handlers that run jobs, registered by task name.
+
+    tasks = TaskRegistry()
+
+    @tasks.task("send_email", max_attempts=5, timeout=30)
+    def send_email(payload: dict) -> None: ...
+
+    @tasks.task("resize")
+    async def resize(payload: dict, job: Job) -> None: ...
+
+A handler takes the job's payload, and the :class:`Job` too if it accepts a second
+argument. Returning completes the job; raising fails it (it is retried with exponential
+backoff while attempts remain). ``send_email.job({...})`` is an ``add_job`` statement with
+the task's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqla_pgjobs import validation as check
+from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.functions import JobStatement, add_job
+
+if TYPE_CHECKING:
+    import uuid
+    from datetime import datetime
+
+__all__ = ["Handler", "Job", "Task", "TaskRegistry"]
+
+Handler = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as a handler sees it: the row of ``app_jobs.jobs`` when it was taken."""
+
+    id: int
+    task_identifier: str
+    payload: Any
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: datetime
+    queue_name: str | None = None
+    key: str | None = None
+    database_id: uuid.UUID | None = None
+    last_error: str | None = None
+    locked_at: datetime | None = None
+    locked_by: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when failing now fails the job for good."""
+        return self.attempts >= self.max_attempts
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """The job from a row of ``app_jobs.jobs`` (extra columns are ignored)."""
+        return cls(**{field.name: row[field.name] for field in _JOB_FIELDS})
+
+
+_JOB_FIELDS = dataclasses.fields(Job)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A registered handler and its options.
+
+    ``max_attempts``, ``queue_name`` and ``priority`` are the defaults of :meth:`job`;
+    ``timeout`` bounds one run (an ``async`` handler is cancelled; a plain one cannot be
+    stopped, so its job is failed when it returns late, and keeps its worker slot until
+    then, so that it never runs twice at once).
+    """
+
+    name: str
+    handler: Handler
+    max_attempts: int | None = None
+    queue_name: str | None = None
+    priority: int | None = None
+    timeout: timedelta | None = None
+    is_async: bool = False
+    takes_job: bool = False
+
+    def job(
+        self,
+        payload: Any = None,
+        *,
+        db_id: uuid.UUID | str | None = None,
+        job_key: str | None = None,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+    ) -> JobStatement:
+        """An ``add_job`` statement for this task, with its defaults."""
+        return add_job(
+            self.name,
+            payload,
+            db_id=db_id,
+            job_key=job_key,
+            queue_name=queue_name if queue_name is not None else self.queue_name,
+            run_at=run_at,
+            max_attempts=max_attempts if max_attempts is not None else self.max_attempts,
+            priority=priority if priority is not None else self.priority,
+        )
+
+    def __call__(self, payload: Any, job: Job) -> Any:
+        """Call the handler as the worker does (for tests of your own)."""
+        return self.handler(payload, job) if self.takes_job else self.handler(payload)
+
+
+def _takes_job(handler: Handler) -> bool:
+    """Whether the handler accepts a second positional argument (the job)."""
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    if not positional and not varargs:
+        raise InvalidArgumentError(
+            "handler", handler, "it must accept the payload as its first argument"
+        )
+    return varargs or len(positional) >= 2
+
+
+def _timeout(value: float | timedelta | None) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    return check.check_interval("timeout", value)
+
+
+class TaskRegistry:
+    """The tasks a worker can run, by name."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def task(
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Handler], Task]:
+        """Register the decorated function as the handler of task ``name``."""
+        checked_name = str(check.check_name("name", name))
+        options = {
+            "max_attempts": check.check_positive("max_attempts", max_attempts),
+            "queue_name": check.check_name("queue_name", queue_name, optional=True),
+            "priority": check.check_priority("priority", priority),
+            "timeout": _timeout(timeout),
+        }
+
+        def register(handler: Handler) -> Task:
+            if checked_name in self._tasks:
+                raise InvalidArgumentError(
+                    "name", checked_name, "it must be unique: a handler is already registered"
+                )
+            task = Task(
+                checked_name,
+                handler,
+                is_async=inspect.iscoroutinefunction(handler),
+                takes_job=_takes_job(handler),
+                **options,  # type: ignore[arg-type]
+            )
+            self._tasks[checked_name] = task
+            return task
+
+        return register
+
+    def add(self, name: str, handler: Handler, **options: Any) -> Task:
+        """Register ``handler`` for task ``name`` without a decorator."""
+        return self.task(name, **options)(handler)
+
+    def get(self, name: str) -> Task | None:
+        return self._tasks.get(name)
+
+    def __getitem__(self, name: str) -> Task:
+        return self._tasks[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
