@@ -34,6 +34,7 @@ __all__ = [
     "NoPostgresError",
     "create_database",
     "drop_database",
+    "embedded_postgres",
     "postgres_server",
     "unique_database_name",
 ]
@@ -56,7 +57,7 @@ def postgres_server() -> Iterator[URL]:
         with _container() as container_url:
             yield container_url
         return
-    with _embedded() as embedded_url:
+    with embedded_postgres() as embedded_url:
         yield embedded_url
 
 
@@ -92,7 +93,9 @@ def _container() -> Iterator[URL]:
 
 
 @contextlib.contextmanager
-def _embedded() -> Iterator[URL]:
+def embedded_postgres() -> Iterator[URL]:
+    """Start the embedded PostgreSQL 16 of ``pgserver`` in a temporary directory; yield the
+    URL of its maintenance database; stop it and remove the directory afterwards."""
     try:
         import pgserver
     except ImportError as exc:
