@@ -260,7 +260,11 @@ class _Run:
     async def execute(self) -> None:
         worker = self.worker
         # The first statement does not retry: a wrong URL or a missing schema fails at once.
-        await self.sql(self.q.heartbeat, self._heartbeat_params(), retry=False)
+        try:
+            await self.sql(self.q.heartbeat, self._heartbeat_params(), retry=False)
+        except BaseException:
+            await self._close()
+            raise
         log.info(
             "worker %s started: %d task(s), concurrency %d, %s",
             worker.worker_id,
@@ -298,17 +302,21 @@ class _Run:
             _, pending = await asyncio.wait(
                 list(self.running.values()), timeout=worker.shutdown_timeout
             )
+            unfinished = [job_id for job_id, task in self.running.items() if task in pending]
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        else:
+            unfinished = []
         for helper in self.helpers:
             helper.cancel()
         await asyncio.gather(*self.helpers, return_exceptions=True)
         with contextlib.suppress(*_CONNECTION_ERRORS):
             await self.flush()
-        # Whatever this worker still holds goes back, with its attempt refunded.
-        held = list(self.running)
+        # Whatever this worker still holds goes back, with its attempt refunded (plain
+        # handlers past the timeout cannot be stopped: their jobs go back too).
+        held = sorted(set(unfinished) | set(self.running))
         with contextlib.suppress(*_CONNECTION_ERRORS):
             await self.sql(
                 self.q.release_jobs,
@@ -323,9 +331,7 @@ class _Run:
                 held,
                 extra={"worker_id": worker.worker_id},
             )
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.connection is not None:
-            await self.connection.close()
+        await self._close()
         log.info(
             "worker %s stopped: %d completed, %d failed",
             worker.worker_id,
@@ -333,6 +339,12 @@ class _Run:
             worker.stats.failed,
             extra={"worker_id": worker.worker_id},
         )
+
+    async def _close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
 
     # --- Database -------------------------------------------------------------------------------
 

@@ -1,0 +1,430 @@
+"""The worker in-process: handlers, failures, timeouts, waking on time, LISTEN and polling,
+reconnecting, stopping, logs. (Whole processes, crashes and restarts: test_worker_processes.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import text
+
+import sqla_pgjobs as pgjobs
+from sqla_pgjobs import InvalidArgumentError, JobSpec
+from sqla_pgjobs.log_format import JsonFormatter
+from sqla_pgjobs.worker import Job, TaskRegistry, Worker
+from tests.helpers import SCHEMA, sql
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from sqlalchemy.engine import URL, Engine
+
+TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
+
+
+@pytest.fixture
+def jobs(engine: Engine) -> Engine:
+    return engine.execution_options(**TRANSLATE)
+
+
+def enqueue(engine: Engine, *statements: Any) -> list[Any]:
+    with engine.begin() as connection:
+        return [row for statement in statements for row in connection.execute(statement)]
+
+
+def rows(engine: Engine, where: str = "true") -> list[Any]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(sql(f"SELECT * FROM app_jobs.jobs WHERE {where} ORDER BY id"))
+        )
+
+
+def make_worker(url: URL, tasks: TaskRegistry, **options: Any) -> Worker:
+    options.setdefault("poll_interval", 0.5)
+    return Worker(url, tasks, schema=SCHEMA, **options)
+
+
+@pytest.fixture
+def background() -> Iterator[Callable[[Worker], threading.Thread]]:
+    """Run workers in threads; stop and join them all afterwards."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(worker: Worker) -> threading.Thread:
+        thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+        thread.start()
+        started.append((worker, thread))
+        return thread
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+# --- Task registry ------------------------------------------------------------------------------
+
+
+def test_registry_registers_sync_and_async_handlers_with_their_options() -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("a", max_attempts=3, queue_name="serial", priority=-1, timeout=2.5)
+    def a(payload: Any) -> None: ...
+
+    @tasks.task("b")
+    async def b(payload: Any, job: Job) -> None: ...
+
+    assert tasks.names == ["a", "b"] and "a" in tasks and len(tasks) == 2
+    assert (a.is_async, a.takes_job, a.max_attempts, a.timeout) == (
+        False,
+        False,
+        3,
+        timedelta(seconds=2.5),
+    )
+    assert (b.is_async, b.takes_job) == (True, True)
+    statement = a.job({"x": 1})
+    assert statement.compile().params["max_attempts"] == 3
+    assert statement.compile().params["queue_name"] == "serial"
+
+
+@pytest.mark.parametrize(
+    ("register", "argument"),
+    [
+        (lambda t: t.task("")(lambda p: None), "name"),
+        (lambda t: t.task("x" * 127)(lambda p: None), "name"),
+        (lambda t: t.task("x", max_attempts=0)(lambda p: None), "max_attempts"),
+        (lambda t: t.task("x", timeout=-1)(lambda p: None), "timeout"),
+        (lambda t: t.task("x")(lambda: None), "handler"),
+        (lambda t: [t.task("x")(lambda p: None), t.task("x")(lambda p: None)], "name"),
+    ],
+)
+def test_registry_refuses_bad_tasks(
+    register: Callable[[TaskRegistry], object], argument: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        register(TaskRegistry())
+    assert info.value.argument == argument
+
+
+@pytest.mark.parametrize(
+    ("options", "argument"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"worker_id": "abc"}, "worker_id"),
+        ({"unknown_tasks": "explode"}, "unknown_tasks"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"heartbeat_timeout": timedelta(0)}, "heartbeat_timeout"),
+    ],
+)
+def test_worker_refuses_bad_options(options: dict[str, Any], argument: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        Worker("postgresql://localhost/x", TaskRegistry(), **options)
+    assert info.value.argument == argument
+
+
+# --- Running jobs --------------------------------------------------------------------------------
+
+
+def test_drain_runs_sync_and_async_handlers_once_each(database_url: URL, jobs: Engine) -> None:
+    tasks = TaskRegistry()
+    seen: list[tuple[str, Any, int]] = []
+
+    @tasks.task("plain")
+    def plain(payload: Any) -> None:
+        seen.append(("plain", payload, 0))
+
+    @tasks.task("with_job")
+    async def with_job(payload: Any, job: Job) -> None:
+        await asyncio.sleep(0.01)
+        seen.append(("with_job", payload, job.attempts))
+
+    enqueue(
+        jobs,
+        pgjobs.add_jobs(
+            [JobSpec("plain", {"i": i}) for i in range(30)]
+            + [JobSpec("with_job", [i]) for i in range(30)]
+        ),
+    )
+    stats = make_worker(database_url, tasks, concurrency=4).run(drain=True)
+    assert stats.completed == 60 and stats.failed == 0
+    assert sorted(p["i"] for t, p, _ in seen if t == "plain") == list(range(30))
+    assert sorted(p[0] for t, p, _ in seen if t == "with_job") == list(range(30))
+    assert {a for t, _, a in seen if t == "with_job"} == {1}
+    assert rows(jobs) == []
+
+
+def test_a_raising_handler_fails_its_job_with_the_traceback(
+    database_url: URL, jobs: Engine
+) -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("boom")
+    def boom(payload: Any) -> None:
+        raise ValueError(f"bad input {payload['n']}")
+
+    [job] = enqueue(jobs, pgjobs.add_job("boom", {"n": 7}))
+    stats = make_worker(database_url, tasks).run(drain=True)
+    assert (stats.completed, stats.failed) == (0, 1)
+    [failed] = rows(jobs)
+    assert failed.last_error.startswith("ValueError: bad input 7")
+    assert (
+        "Traceback (most recent call last)" in failed.last_error and "in boom" in failed.last_error
+    )
+    assert (failed.attempts, failed.locked_by) == (1, None)
+    assert (failed.run_at - job.run_at).total_seconds() >= 2.7  # exp(1) seconds of backoff
+
+
+def test_unknown_tasks_are_left_or_failed_clearly(database_url: URL, jobs: Engine) -> None:
+    tasks = TaskRegistry()
+    tasks.add("known", lambda payload: None)
+    enqueue(jobs, pgjobs.add_job("known"), pgjobs.add_job("typo_task"))
+    make_worker(database_url, tasks).run(drain=True)
+    [left] = rows(jobs)
+    assert (left.task_identifier, left.attempts) == ("typo_task", 0)
+
+    make_worker(database_url, tasks, unknown_tasks="fail").run(drain=True)
+    [failed] = rows(jobs)
+    assert failed.attempts == 1
+    assert "no handler for task 'typo_task' in this worker (it has: known)" in failed.last_error
+
+
+def test_timeouts_cancel_async_handlers_and_fail_late_sync_ones(
+    database_url: URL, jobs: Engine
+) -> None:
+    tasks = TaskRegistry()
+    finished: list[str] = []
+
+    @tasks.task("slow_async", timeout=0.2)
+    async def slow_async(payload: Any) -> None:
+        await asyncio.sleep(5)
+        finished.append("async")
+
+    @tasks.task("slow_sync", timeout=0.2)
+    def slow_sync(payload: Any) -> None:
+        time.sleep(0.6)
+        finished.append("sync")
+
+    enqueue(jobs, pgjobs.add_job("slow_async"), pgjobs.add_job("slow_sync"))
+    started = time.monotonic()
+    make_worker(database_url, tasks).run(drain=True)
+    assert time.monotonic() - started < 4
+    failed = {row.task_identifier: row.last_error for row in rows(jobs)}
+    assert failed["slow_async"].startswith("TimeoutError")
+    assert failed["slow_sync"].startswith("TimeoutError: the handler ran 0.")
+    assert "over its 0.2 s timeout" in failed["slow_sync"]
+    assert finished == ["sync"]  # the plain function ran to its end: it cannot be stopped
+
+
+def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engine) -> None:
+    tasks = TaskRegistry()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    @tasks.task("slow")
+    def slow(payload: Any) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    enqueue(jobs, pgjobs.add_jobs([JobSpec("slow") for _ in range(40)]))
+    held: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            held.append(len(rows(jobs, "locked_by IS NOT NULL")))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    make_worker(database_url, tasks, concurrency=3).run(drain=True)
+    stop.set()
+    sampler.join()
+    assert most == 3
+    assert max(held) <= 3
+
+
+# --- Waking up on time ---------------------------------------------------------------------------
+
+
+def test_a_delayed_job_starts_on_time_not_at_the_next_poll(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    started: list[datetime] = []
+    tasks.add("later", lambda payload: started.append(datetime.now(UTC)))
+    worker = make_worker(database_url, tasks, poll_interval=60)
+    background(worker)
+    time.sleep(0.5)  # the worker is idle, asleep until its next poll in a minute
+    run_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    enqueue(jobs, pgjobs.add_job("later", run_at=run_at))
+    wait_for(lambda: bool(started), timeout=10)
+    lateness = (started[0] - run_at).total_seconds()
+    assert 0 <= lateness < 1.0
+
+
+def test_a_retry_starts_on_time_not_at_the_next_poll(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    attempts: list[datetime] = []
+
+    @tasks.task("flaky")
+    def flaky(payload: Any, job: Job) -> None:
+        attempts.append(datetime.now(UTC))
+        if job.attempts == 1:
+            raise RuntimeError("first attempt fails")
+
+    background(make_worker(database_url, tasks, poll_interval=60))
+    enqueue(jobs, pgjobs.add_job("flaky"))
+    wait_for(lambda: len(attempts) == 2, timeout=15)
+    gap = (attempts[1] - attempts[0]).total_seconds()
+    assert 2.7 <= gap < 2.7 + 1.5
+    wait_for(lambda: rows(jobs) == [])
+
+
+def test_listen_wakes_an_idle_worker_at_once(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    started: list[float] = []
+    tasks.add("now", lambda payload: started.append(time.monotonic()))
+    background(make_worker(database_url, tasks, poll_interval=60))
+    time.sleep(0.5)
+    enqueued = time.monotonic()
+    enqueue(jobs, pgjobs.add_job("now"))
+    wait_for(lambda: bool(started), timeout=10)
+    assert started[0] - enqueued < 1.0
+
+
+def test_poll_only_worker_finds_jobs_without_listen(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    done: list[int] = []
+    tasks.add("polled", lambda payload: done.append(payload["i"]))
+    background(make_worker(database_url, tasks, listen=False, poll_interval=0.3))
+    time.sleep(0.5)
+    enqueue(jobs, pgjobs.add_jobs([JobSpec("polled", {"i": i}) for i in range(5)]))
+    wait_for(lambda: len(done) == 5, timeout=10)
+    assert sorted(done) == list(range(5))
+
+
+# --- Connections and stopping --------------------------------------------------------------------
+
+
+def test_worker_reconnects_when_its_connections_are_terminated(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    @tasks.task("count")
+    def count(payload: Any) -> None:
+        time.sleep(0.002)
+        with lock:
+            runs.append(payload["i"])
+
+    worker = make_worker(database_url, tasks, concurrency=4)
+    enqueue(jobs, pgjobs.add_jobs([JobSpec("count", {"i": i}) for i in range(1000)]))
+    background(worker)
+    for _ in range(3):
+        wait_for(lambda: len(runs) > 100, timeout=20)
+        with jobs.connect() as connection:
+            terminated = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'pgjobs worker%'"
+                )
+            ).scalar_one()
+        assert terminated >= 1
+        time.sleep(0.3)
+    wait_for(lambda: rows(jobs) == [], timeout=60)
+    assert worker.stats.reconnects >= 3
+    assert sorted(set(runs)) == list(range(1000))
+    # At least once: a job finished while the connection was down is reported after the
+    # reconnect; none is lost. Re-runs are possible only for jobs whose report was lost.
+    assert len(runs) - 1000 <= 3 * 4
+
+
+def test_stop_lets_running_jobs_finish_and_releases_the_rest(
+    database_url: URL, jobs: Engine
+) -> None:
+    tasks = TaskRegistry()
+    started = threading.Event()
+
+    @tasks.task("quick")
+    async def quick(payload: Any) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+
+    @tasks.task("endless")
+    async def endless(payload: Any) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    enqueue(jobs, pgjobs.add_job("quick"), pgjobs.add_job("endless"))
+    worker = make_worker(database_url, tasks, shutdown_timeout=0.5)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    assert started.wait(10)
+    time.sleep(0.05)
+    worker.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    [left] = rows(jobs)
+    assert (left.task_identifier, left.attempts, left.locked_by) == ("endless", 0, None)
+    assert worker.stats.completed == 1 and worker.stats.released == 1
+    with jobs.connect() as connection:
+        assert connection.execute(sql("SELECT count(*) FROM app_jobs.workers")).scalar_one() == 0
+
+
+def test_a_missing_schema_fails_at_once(empty_database_url: URL) -> None:
+    tasks = TaskRegistry()
+    tasks.add("x", lambda payload: None)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="does not exist"):
+        Worker(empty_database_url, tasks).run(drain=True)
+    assert time.monotonic() - started < 5
+
+
+def test_json_logs_carry_the_job_fields(database_url: URL, jobs: Engine) -> None:
+    tasks = TaskRegistry()
+    tasks.add("logged", lambda payload: None)
+    enqueue(jobs, pgjobs.add_job("logged"))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("sqla_pgjobs.worker")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        make_worker(database_url, tasks).run(drain=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    entries = [json.loads(JsonFormatter().format(record)) for record in records]
+    [done] = [entry for entry in entries if entry.get("outcome") == "completed"]
+    assert done["task"] == "logged" and done["attempt"] == 1
+    assert isinstance(done["duration_ms"], float) and done["worker_id"]
+    assert done["message"].startswith("job ") and done["level"] == "info"
