@@ -122,3 +122,36 @@ def test_next_run_at_is_the_earliest_takeable_job(engine: Engine) -> None:
         assert (next_run(None) - now).total_seconds() == 600
         assert (next_run(["a"]) - now).total_seconds() == 3600
         assert next_run(["c"]) is None
+
+
+def test_release_jobs_can_keep_the_jobs_a_worker_still_runs(engine: Engine) -> None:
+    """After a reconnect a worker gives back what a lost answer handed it, and keeps the rest."""
+    with engine.begin() as connection:
+        running = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't', NULL, NULL, 'q1')")
+        lost = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't', NULL, NULL, 'q2')")
+        beat(connection, "worker-1")
+        connection.execute(sql("SELECT * FROM app_jobs.get_jobs('worker-1', NULL, NULL, 2)"))
+        connection.execute(
+            sql("SELECT app_jobs.release_jobs('worker-1', ARRAY[:id]::bigint[])"),
+            {"id": running.id},
+        )
+        kept = one(connection, "SELECT * FROM app_jobs.jobs WHERE id = :id", id=running.id)
+        given = one(connection, "SELECT * FROM app_jobs.jobs WHERE id = :id", id=lost.id)
+        assert (kept.locked_by, kept.attempts) == ("worker-1", 1)
+        assert (given.locked_by, given.attempts) == (None, 0)
+        queues = dict(
+            connection.execute(sql("SELECT queue_name, locked_by FROM app_jobs.job_queues")).all()
+        )
+        assert queues == {"q1": "worker-1", "q2": None}
+        # Still registered: it keeps running.
+        assert connection.execute(sql("SELECT count(*) FROM app_jobs.workers")).scalar_one() == 1
+
+
+def test_next_run_at_includes_when_a_silent_workers_jobs_become_recoverable(engine: Engine) -> None:
+    with engine.begin() as connection:
+        one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't')")
+        beat(connection, "worker-1", "20 seconds")
+        one(connection, "SELECT * FROM app_jobs.get_job('worker-1')")
+        now = connection.execute(sql("SELECT now()")).scalar_one()
+        at = connection.execute(sql("SELECT app_jobs.next_run_at()")).scalar_one()
+        assert (at - now).total_seconds() == 20

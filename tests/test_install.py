@@ -303,3 +303,19 @@ def test_s6_public_gets_nothing(engine: Engine) -> None:
     assert functions == []
     assert tables == []
     assert usage is False
+
+
+def test_a_percent_sign_in_the_schema_name(empty_engine: Engine) -> None:
+    """text() doubles % for psycopg online; the schema's own name must not be doubled too."""
+    with empty_engine.begin() as connection:
+        install(connection, '50% "jobs"')
+        job = connection.execute(
+            text(render("SELECT * FROM app_jobs.add_job(NULL, 'x')", '50% "jobs"'))
+        ).one()
+        assert job.id == 1
+        assert (
+            connection.execute(
+                text("SELECT count(*) FROM pg_namespace WHERE nspname = :n"), {"n": '50% "jobs"'}
+            ).scalar_one()
+            == 1
+        )
