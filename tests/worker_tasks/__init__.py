@@ -1,0 +1,1 @@
+"""Task modules that ``pgjobs worker`` imports in tests/test_worker_processes.py."""
