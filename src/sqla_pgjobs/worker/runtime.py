@@ -574,6 +574,7 @@ class _Run:
         completed, failed = self.completed, self.failed
         self.completed, self.failed = [], []
         delay = _RECONNECT_FIRST
+        retried = False
         while True:
             try:
                 async with self.db_lock:
@@ -615,12 +616,23 @@ class _Run:
                 await self._lost_connection(exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
+                retried = True
             except BaseException:
                 self.completed, self.failed = completed + self.completed, failed + self.failed
                 raise
         worker.stats.completed += acknowledged
         worker.stats.failed += failed_acknowledged
-        self._report_lost(len(completed) - acknowledged + len(failed) - failed_acknowledged)
+        missing = len(completed) - acknowledged + len(failed) - failed_acknowledged
+        if missing and retried:
+            # The attempt lost with the connection may have committed them: not news.
+            log.info(
+                "%d result(s) sent again after a reconnect were already recorded "
+                "(or their jobs taken over)",
+                missing,
+                extra={"worker_id": worker.worker_id},
+            )
+        else:
+            self._report_lost(missing)
         return rows
 
     async def flush(self) -> None:
