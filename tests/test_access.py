@@ -126,7 +126,7 @@ FORBIDDEN_FOR_ALL = [
     "DROP SCHEMA app_jobs CASCADE",
     "DROP TABLE app_jobs.jobs",
     "ALTER TABLE app_jobs.jobs ADD COLUMN note text",
-    "ALTER FUNCTION app_jobs.release_jobs(text) SECURITY INVOKER",
+    "ALTER FUNCTION app_jobs.release_jobs(text, bigint[]) SECURITY INVOKER",
     "CREATE TABLE app_jobs.mine (id integer)",
 ]
 #: Reading the tables: operators only.
