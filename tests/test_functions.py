@@ -149,6 +149,24 @@ def test_batches_and_bulk_enqueue(run: Run) -> None:
     assert run(pgjobs.add_jobs([])) == []
 
 
+def test_worker_bookkeeping_wrappers(run: Run) -> None:
+    assert run(pgjobs.heartbeat("worker-1", timedelta(seconds=20), {"pid": 1})) == [(False,)]
+    assert run(pgjobs.heartbeat("worker-1")) == [(True,)]
+    assert run(pgjobs.next_run_at()) == [(None,)]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    run(pgjobs.add_jobs([JobSpec("a", run_at=later), JobSpec("b")]))
+    [(next_at,)] = run(pgjobs.next_run_at(["a"]))
+    assert next_at == later
+    [first, second] = run(pgjobs.get_jobs("worker-1", ["b"], max_jobs=2)) + run(
+        pgjobs.add_jobs([JobSpec("b")])
+    )
+    run(pgjobs.get_jobs("worker-1", ["b"]))
+    run(pgjobs.release_jobs("worker-1", keep_job_ids=[first.id]))
+    [again] = run(pgjobs.get_jobs("worker-2", ["b"]))
+    assert again.id == second.id
+    run(pgjobs.recover_jobs(job_expiry=timedelta(hours=1)))
+
+
 def test_admin_wrappers(run: Run) -> None:
     created = run(pgjobs.add_jobs([JobSpec("a"), JobSpec("b"), JobSpec("c")]))
     ids = [row.id for row in created]

@@ -79,7 +79,10 @@ __all__ = [
     "get_scheduled_job",
     "get_scheduled_jobs",
     "grant_access",
+    "heartbeat",
+    "next_run_at",
     "permanently_fail_jobs",
+    "recover_jobs",
     "release_jobs",
     "release_scheduled_jobs",
     "renew_scheduled_jobs",
@@ -248,7 +251,17 @@ _FAIL_JOB_BATCH = _rows(
     bindparam("error_messages", type_=_TEXT_ARRAY),
     nullable=False,
 )
-_RELEASE_JOBS = _call("release_jobs", bindparam("worker_id", type_=Text))
+_RELEASE_JOBS = _call(
+    "release_jobs", bindparam("worker_id", type_=Text), bindparam("keep_job_ids", type_=_ID_ARRAY)
+)
+_HEARTBEAT = _call(
+    "heartbeat",
+    bindparam("worker_id", type_=Text),
+    bindparam("heartbeat_timeout", type_=Interval),
+    _json("info"),
+)
+_RECOVER_JOBS = _call("recover_jobs", bindparam("job_expiry", type_=Interval))
+_NEXT_RUN_AT = _call("next_run_at", bindparam("task_identifiers", type_=_TEXT_ARRAY))
 _COMPLETE_JOBS = _rows(
     "complete_jobs",
     jobs,
@@ -633,12 +646,51 @@ def fail_job_batch(
     )
 
 
-def release_jobs(worker_id: str) -> JobStatement:
-    """Give back every job and queue ``worker_id`` holds, refunding the attempt.
+def release_jobs(worker_id: str, keep_job_ids: Iterable[int] | None = None) -> JobStatement:
+    """Give back the jobs and queues ``worker_id`` holds (all, or all but ``keep_job_ids``),
+    refunding the attempt; giving back all of them also unregisters the worker.
 
-    Renders ``SELECT app_jobs.release_jobs(:worker_id)``.
+    Renders ``SELECT app_jobs.release_jobs(:worker_id, :keep_job_ids)``.
     """
-    return _RELEASE_JOBS.params(worker_id=check.check_worker_id(worker_id))
+    return _RELEASE_JOBS.params(
+        worker_id=check.check_worker_id(worker_id),
+        keep_job_ids=None
+        if keep_job_ids is None
+        else check.check_ids("keep_job_ids", keep_job_ids),
+    )
+
+
+def heartbeat(
+    worker_id: str, heartbeat_timeout: timedelta | None = None, info: Any = None
+) -> JobStatement:
+    """Record that ``worker_id`` is alive; others take its jobs only after it has been silent
+    for ``heartbeat_timeout`` (default 30 seconds). One value: false when the worker was not
+    registered (its first heartbeat, or it had been given up for dead).
+
+    Renders ``SELECT app_jobs.heartbeat(:worker_id, :heartbeat_timeout, CAST(:info AS JSON))``.
+    """
+    return _HEARTBEAT.params(
+        worker_id=check.check_worker_id(worker_id),
+        heartbeat_timeout=check.check_interval("heartbeat_timeout", heartbeat_timeout),
+        info=check.json_text("info", info),
+    )
+
+
+def recover_jobs(*, job_expiry: timedelta | None = None) -> JobStatement:
+    """Free the jobs of workers given up for dead, and of non-heartbeating holders whose lock
+    is older than ``job_expiry``. (:func:`get_jobs` does this on every call.)
+
+    Renders ``SELECT app_jobs.recover_jobs(:job_expiry)``.
+    """
+    return _RECOVER_JOBS.params(job_expiry=check.check_interval("job_expiry", job_expiry))
+
+
+def next_run_at(task_identifiers: Iterable[str] | None = None) -> JobStatement:
+    """One value: the earliest time a job (of these tasks) could be taken, or None.
+
+    Renders ``SELECT app_jobs.next_run_at(:task_identifiers)``.
+    """
+    return _NEXT_RUN_AT.params(task_identifiers=_task_filter(task_identifiers))
 
 
 # --- Administration -----------------------------------------------------------------------
