@@ -4,6 +4,7 @@ and AsyncSession alike; their argument checks; the translation of the database's
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -402,6 +403,24 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
         "JSON",
     ),
     (
+        "cron minute out of range",
+        lambda: pgjobs.add_scheduled_job("t", None, "61 * * * *"),
+        "schedule_info",
+        "minute",
+    ),
+    (
+        "rule that never fires",
+        lambda: pgjobs.add_scheduled_job("t", None, {"month": 1, "date": 31}),
+        "schedule_info",
+        "never",
+    ),
+    (
+        "unknown time zone",
+        lambda: pgjobs.add_scheduled_job("t", None, {"tz": "Mars/Olympus"}),
+        "schedule_info",
+        "Mars/Olympus",
+    ),
+    (
         "bulk element bad payload",
         lambda: pgjobs.add_jobs([JobSpec("a"), JobSpec("b", {2, 3})]),
         "jobs[1].payload",
@@ -452,7 +471,8 @@ def test_bad_input_is_refused_before_the_database(
     assert rule in str(error)
     assert str(error).startswith(f"{argument} ")
     if not argument.startswith("jobs") or "." in argument:
-        assert repr(error.value) in str(error)
+        shown = (repr(error.value), json.dumps(error.value, ensure_ascii=False, default=str))
+        assert any(form in str(error) for form in shown)
 
 
 def test_worker_id_errors_have_their_own_class() -> None:

@@ -10,9 +10,12 @@ reached, the schema is missing, ...), 2 a usage error.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import json
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -27,6 +30,21 @@ from sqla_pgjobs.schema import DEFAULT_SCHEMA
 __all__ = ["main"]
 
 DATABASE_URL_HELP = "PostgreSQL URL (postgresql://user@host/db). Default: $PGJOBS_DATABASE_URL."
+LOG_FORMAT = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+LOG_LEVEL = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+DATABASE_URL = click.option(
+    "--database-url", envvar="PGJOBS_DATABASE_URL", required=True, help=DATABASE_URL_HELP
+)
+SCHEMA = click.option(
+    "--schema", default=DEFAULT_SCHEMA, show_default=True, help="The job schema's name."
+)
 
 
 def _load_registry(spec: str) -> Any:
@@ -113,14 +131,19 @@ def main() -> None:
     help="Jobs of tasks without a handler: leave them, or fail them.",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--with-scheduler",
+    is_flag=True,
+    help="Also run a scheduler in this process (see pgjobs scheduler).",
 )
 @click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
+    "--scheduler-lease",
+    default=60.0,
     show_default=True,
+    type=click.FloatRange(min=1),
+    help="With --with-scheduler: seconds a schedule claim lasts unless renewed.",
 )
+@LOG_FORMAT
+@LOG_LEVEL
 def worker(
     tasks: str,
     database_url: str,
@@ -133,6 +156,8 @@ def worker(
     heartbeat_timeout: float,
     shutdown_timeout: float,
     unknown_tasks: str,
+    with_scheduler: bool,
+    scheduler_lease: float,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -158,7 +183,15 @@ def worker(
             shutdown_timeout=shutdown_timeout,
             unknown_tasks=unknown_tasks,
         )
-        runner.run(drain=drain)
+        if with_scheduler:
+            from sqla_pgjobs.scheduler import Scheduler
+
+            scheduler = Scheduler(
+                database_url, schema=schema, lease=scheduler_lease, listen=not no_listen
+            )
+            asyncio.run(_run_together(runner, scheduler, drain=drain))
+        else:
+            runner.run(drain=drain)
     except PgJobsError as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # the database is unreachable, the schema missing, ...
@@ -171,6 +204,30 @@ def worker(
             )
         raise click.ClickException(message) from exc
     _exit_if_handlers_still_run()
+
+
+async def _run_together(runner: Any, scheduler: Any, *, drain: bool) -> None:
+    """A worker and a scheduler on one event loop; a signal stops both, a second exits."""
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:
+            logging.shutdown()
+            os._exit(1)
+        stopping = True
+        runner.stop()
+        scheduler.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    scheduling = asyncio.create_task(scheduler.run_async())
+    try:
+        await runner.run_async(drain=drain)
+    finally:
+        scheduler.stop()
+        await scheduling
 
 
 def _exit_if_handlers_still_run() -> None:
@@ -213,3 +270,84 @@ def demo(database_url: str | None, job_count: int, concurrency: int) -> None:
         raise click.ClickException(str(exc)) from exc
     if not ok:
         raise click.ClickException("the demo's summary does not add up (see above)")
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option(
+    "--lease",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds a claim on a schedule lasts unless renewed (renewed every third); "
+    "a dead scheduler's schedules are taken over after at most this long.",
+)
+@click.option("--task", "tasks", multiple=True, help="Only schedules of this task (repeatable).")
+@click.option("--max-claims", type=click.IntRange(min=1), help="Hold at most this many schedules.")
+@click.option("--no-listen", is_flag=True, help="Poll only, without LISTEN.")
+@click.option("--scheduler-id", help="This scheduler's id (at least 4 characters).")
+@LOG_FORMAT
+@LOG_LEVEL
+def scheduler(
+    database_url: str,
+    schema: str,
+    lease: float,
+    tasks: tuple[str, ...],
+    max_claims: int | None,
+    no_listen: bool,
+    scheduler_id: str | None,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Fire scheduled jobs at their times until SIGTERM or SIGINT.
+
+    Run several for availability: they share the schedules through leases, and each fire
+    time makes at most one job. Times are in UTC unless a schedule names its "tz".
+    """
+    from sqla_pgjobs.scheduler import Scheduler
+
+    configure_logging(log_format, log_level)
+    try:
+        Scheduler(
+            database_url,
+            scheduler_id=scheduler_id,
+            schema=schema,
+            lease=lease,
+            task_identifiers=tasks or None,
+            max_claims=max_claims,
+            listen=not no_listen,
+        ).run()
+    except PgJobsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
+def schedules(database_url: str, schema: str, as_json: bool) -> None:
+    """List the scheduled jobs with their next fire time, in each schedule's time zone."""
+    from sqla_pgjobs.scheduler.listing import list_schedules
+
+    try:
+        entries = list_schedules(database_url, schema)
+    except PgJobsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry, default=str))
+        return
+    if not entries:
+        click.echo("No scheduled jobs.")
+        return
+    click.echo(f"{'id':>6}  {'task':<24} {'next fire':<32} {'held by':<20} schedule")
+    for e in entries:
+        click.echo(
+            f"{e['id']:>6}  {e['task_identifier']:<24} {e['next_fire'] or '-':<32} "
+            f"{e['locked_by'] or '-':<20} {e['schedule']}"
+        )

@@ -46,6 +46,7 @@ from sqlalchemy.sql.functions import Function
 
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError, translate
+from sqla_pgjobs.schedules import parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 from sqla_pgjobs.tables import jobs, scheduled_jobs
 
@@ -529,16 +530,21 @@ def add_scheduled_job(
     priority: int | None = None,
 ) -> JobStatement:
     """Register a schedule: jobs for task ``identifier`` at the times ``schedule_info``
-    names (a cron string or a recurrence-rule object; the default ``{}`` is every minute).
+    names (see :mod:`sqla_pgjobs.schedules`: a cron string, a recurrence-rule object, a
+    window or a date, in UTC unless it names a "tz"; the default ``{}`` is every minute).
+    A ``schedule_info`` that cannot be understood or can never fire is refused here.
 
     With ``job_key``, registering again replaces the schedule of the same tenant and key
     instead of adding one. Renders ``SELECT ... FROM app_jobs.add_scheduled_job(...)``.
     """
+    schedule_text = check.json_text("schedule_info", schedule_info)
+    if schedule_info is not None:
+        parse_schedule(schedule_info)  # refuses what no scheduler could fire, naming why
     return _ADD_SCHEDULED_JOB.params(
         db_id=check.check_tenant("db_id", db_id),
         identifier=check.check_name("identifier", identifier),
         payload=check.json_text("payload", payload),
-        schedule_info=check.json_text("schedule_info", schedule_info),
+        schedule_info=schedule_text,
         job_key=check.check_key("job_key", job_key),
         queue_name=check.check_name("queue_name", queue_name, optional=True),
         max_attempts=check.check_positive("max_attempts", max_attempts),

@@ -36,6 +36,7 @@ __all__ = [
     "drop_statements",
     "install",
     "install_statements",
+    "named_statements",
     "quote_schema",
     "render",
     "split_statements",
@@ -258,3 +259,18 @@ def access_statement(verb: str, schema: str, role_name: str, access: str) -> str
     return render(
         f"SELECT app_jobs.{verb}_access({_literal(role_name)}, {_literal(access)})", schema
     )
+
+
+_STATEMENT_NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
+
+
+def named_statements(filename: str, schema: str = DEFAULT_SCHEMA) -> dict[str, str]:
+    """The statements of ``sql/<filename>`` by their ``-- name:`` lines, rendered for
+    ``schema`` and ready for psycopg (``%`` in the schema name doubled)."""
+    identifier = quote_schema(schema).replace("%", "%%")
+    parts = _STATEMENT_NAME.split(_read(filename))
+    names, bodies = parts[1::2], parts[2::2]
+    return {
+        name: _TOKEN.sub(lambda _: identifier, body.strip().rstrip(";"))
+        for name, body in zip(names, bodies, strict=True)
+    }

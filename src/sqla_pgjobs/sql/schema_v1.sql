@@ -315,6 +315,17 @@ CREATE TRIGGER _900_notify_scheduled_job
   AFTER INSERT ON app_jobs.scheduled_jobs
   FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.do_notify('scheduled_jobs:insert');
 
+-- A schedule's definition changed, or schedules were deleted: the scheduler holding them
+-- re-reads them at once. Claims and renewals (locked_*, lease_expires_at) notify nothing.
+CREATE TRIGGER _900_notify_scheduled_job_change
+  AFTER UPDATE OF database_id, queue_name, task_identifier, payload, priority, max_attempts,
+                  key, schedule_info ON app_jobs.scheduled_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.do_notify('scheduled_jobs:update');
+
+CREATE TRIGGER _900_notify_scheduled_job_delete
+  AFTER DELETE ON app_jobs.scheduled_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.do_notify('scheduled_jobs:update');
+
 --------------------------------------------------------------------------------------------
 -- Enqueueing
 --------------------------------------------------------------------------------------------
