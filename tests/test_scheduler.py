@@ -294,3 +294,38 @@ def test_pgjobs_schedules_shows_the_next_fire_in_the_schedules_zone(
     assert "Europe/Paris" in nightly
     hourly = next(line for line in result.stdout.splitlines() if "hourly" in line)
     assert ":00:00+00:00" in hourly
+
+
+def test_pgjobs_add_schedule_registers_valid_schedules_and_refuses_the_rest(
+    jobs: Engine, database_url: URL
+) -> None:
+    url = libpq_url(database_url)
+
+    def add(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PGJOBS, "add-schedule", *args, "--database-url", url, "--schema", SCHEMA],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ok = add(
+        "report",
+        '{"hour": 8, "minute": 0, "tz": "Europe/Paris"}',
+        "--payload",
+        '{"to": "ops"}',
+        "--key",
+        "daily-report",
+    )
+    assert ok.returncode == 0, ok.stderr
+    again = add("report", "0 9 * * *", "--key", "daily-report")
+    assert again.returncode == 0, again.stderr
+    impossible = add("report", '{"month": 1, "date": 31}')
+    assert impossible.returncode == 2
+    assert "never fires" in impossible.stderr
+    with jobs.connect() as connection:
+        rows = connection.execute(
+            sql("SELECT task_identifier, schedule_info::text, key FROM app_jobs.scheduled_jobs")
+        ).all()
+    assert rows == [("report", '"0 9 * * *"', "daily-report")]

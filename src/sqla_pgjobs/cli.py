@@ -351,3 +351,73 @@ def schedules(database_url: str, schema: str, as_json: bool) -> None:
             f"{e['id']:>6}  {e['task_identifier']:<24} {e['next_fire'] or '-':<32} "
             f"{e['locked_by'] or '-':<20} {e['schedule']}"
         )
+
+
+def _json_or_text(value: str) -> Any:
+    """A schedule or payload given on the command line: JSON if it parses, else the text."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+@main.command("add-schedule")
+@click.argument("task")
+@click.argument("schedule")
+@DATABASE_URL
+@SCHEMA
+@click.option("--payload", default="{}", show_default=True, help="The jobs' payload (JSON).")
+@click.option("--key", help="Replace the schedule registered under this key instead of adding one.")
+@click.option("--queue", help="Queue of the jobs (jobs of one queue run one at a time).")
+@click.option("--priority", type=int, help="Priority of the jobs (lower runs first).")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts per job.")
+@click.option("--tenant", help="The tenant (database_id uuid).")
+def add_schedule(
+    task: str,
+    schedule: str,
+    database_url: str,
+    schema: str,
+    payload: str,
+    key: str | None,
+    queue: str | None,
+    priority: int | None,
+    max_attempts: int | None,
+    tenant: str | None,
+) -> None:
+    """Register a schedule: jobs for TASK at the times SCHEDULE names.
+
+    SCHEDULE is a cron string ("0 2 * * *", 6 fields for seconds), a JSON rule object
+    ('{"hour": 2, "minute": 0, "tz": "Europe/Paris"}'), a window or an ISO date. Times are
+    in UTC unless the schedule names a "tz".
+    """
+    from sqlalchemy import create_engine
+
+    from sqla_pgjobs.functions import add_scheduled_job
+    from sqla_pgjobs.urls import sqlalchemy_url
+
+    try:
+        statement = add_scheduled_job(
+            task,
+            _json_or_text(payload),
+            _json_or_text(schedule),
+            db_id=tenant,
+            job_key=key,
+            queue_name=queue,
+            max_attempts=max_attempts,
+            priority=priority,
+        )
+    except PgJobsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    engine = create_engine(sqlalchemy_url(database_url)).execution_options(
+        schema_translate_map={"app_jobs": schema}
+    )
+    try:
+        with engine.begin() as connection:
+            row = connection.execute(statement).one()
+    except PgJobsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"scheduled job {row.id}: {task} at {schedule}")
