@@ -37,6 +37,7 @@ __all__ = [
     "install",
     "install_statements",
     "named_statements",
+    "quote_identifier",
     "quote_schema",
     "render",
     "split_statements",
@@ -94,6 +95,12 @@ def quote_schema(schema: str) -> str:
     """The schema name as a SQL identifier: bare when that reads back unchanged, else quoted."""
     validate_schema_name(schema)
     return _PREPARER.quote(schema)
+
+
+def quote_identifier(name: str) -> str:
+    """Any identifier (a table, column or trigger name) as SQL: bare when that reads back
+    unchanged, else quoted."""
+    return _PREPARER.quote(name)
 
 
 def render(sql: str, schema: str = DEFAULT_SCHEMA) -> str:

@@ -17,15 +17,21 @@ schema ``app_jobs``, so a revision written today replays identically after any l
 upgrade. Newer versions arrive through ``op.upgrade_pgjobs_schema(from_version=1,
 to_version=2)`` in a later revision (or ``op.create_pgjobs_schema(version=2)`` in a new
 project). Both work online and in offline ``--sql`` mode.
+
+Enqueue triggers declared on models (:class:`sqla_pgjobs.triggers.JobTrigger`) have their
+own operations, ``op.create_job_trigger`` and ``op.drop_job_trigger``, which autogenerate
+writes when models and database differ (:mod:`sqla_pgjobs.alembic.compare`).
 """
 
 from __future__ import annotations
 
-from sqla_pgjobs.alembic import render, toimpl
+from sqla_pgjobs.alembic import compare, render, toimpl
 from sqla_pgjobs.alembic.autogenerate import include_name, pgjobs_include_name
 from sqla_pgjobs.alembic.ops import (
+    CreateJobTriggerOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
+    DropJobTriggerOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -33,12 +39,15 @@ from sqla_pgjobs.alembic.ops import (
 )
 
 __all__ = [
+    "CreateJobTriggerOp",
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
+    "DropJobTriggerOp",
     "DropPgjobsSchemaOp",
     "GrantPgjobsAccessOp",
     "RevokePgjobsAccessOp",
     "UpgradePgjobsSchemaOp",
+    "compare",
     "include_name",
     "pgjobs_include_name",
     "render",

@@ -14,11 +14,15 @@ Their signatures are checked against the registered operations by the test suite
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alembic import op
 
 from sqla_pgjobs.alembic.ops import (
+    CreateJobTriggerOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
+    DropJobTriggerOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -26,9 +30,14 @@ from sqla_pgjobs.alembic.ops import (
 )
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
+if TYPE_CHECKING:
+    from sqla_pgjobs.triggers import JobTrigger
+
 __all__ = [
+    "create_job_trigger",
     "create_pgjobs_schema",
     "downgrade_pgjobs_schema",
+    "drop_job_trigger",
     "drop_pgjobs_schema",
     "grant_pgjobs_access",
     "revoke_pgjobs_access",
@@ -68,3 +77,15 @@ def grant_pgjobs_access(role_name: str, access: str, *, schema: str = DEFAULT_SC
 def revoke_pgjobs_access(role_name: str, access: str, *, schema: str = DEFAULT_SCHEMA) -> None:
     """``op.revoke_pgjobs_access``: take back what granting the level gave."""
     op.invoke(RevokePgjobsAccessOp(role_name, access, schema))
+
+
+def create_job_trigger(table_name: str, trigger: JobTrigger, *, schema: str | None = None) -> None:
+    """``op.create_job_trigger``: create an enqueue trigger on a table."""
+    op.invoke(CreateJobTriggerOp(table_name, trigger, schema))
+
+
+def drop_job_trigger(
+    table_name: str, trigger: JobTrigger | str, *, schema: str | None = None
+) -> None:
+    """``op.drop_job_trigger``: drop an enqueue trigger (a JobTrigger, or its name)."""
+    op.invoke(DropJobTriggerOp(table_name, trigger, schema))

@@ -13,13 +13,17 @@ from alembic.operations import MigrateOperation, Operations
 from sqla_pgjobs.errors import InvalidArgumentError, SchemaVersionError
 from sqla_pgjobs.functions import ACCESS_LEVELS
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, validate_schema_name
+from sqla_pgjobs.triggers import JobTrigger
+from sqla_pgjobs.validation import check_name
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
 __all__ = [
+    "CreateJobTriggerOp",
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
+    "DropJobTriggerOp",
     "DropPgjobsSchemaOp",
     "GrantPgjobsAccessOp",
     "RevokePgjobsAccessOp",
@@ -224,3 +228,74 @@ class RevokePgjobsAccessOp(_AccessOp):
 
     def reverse(self) -> GrantPgjobsAccessOp:
         return GrantPgjobsAccessOp(self.role_name, self.access, self.schema)
+
+
+@Operations.register_operation("create_job_trigger")
+class CreateJobTriggerOp(MigrateOperation):
+    """Create an enqueue trigger on a table."""
+
+    def __init__(self, table_name: str, trigger: JobTrigger, schema: str | None = None) -> None:
+        if not isinstance(trigger, JobTrigger):
+            raise InvalidArgumentError("trigger", trigger, "it must be a JobTrigger")
+        self.table_name = str(check_name("table_name", table_name))
+        self.trigger = trigger
+        self.schema = schema
+
+    @classmethod
+    def create_job_trigger(
+        cls,
+        operations: Operations,
+        table_name: str,
+        trigger: JobTrigger,
+        *,
+        schema: str | None = None,
+    ) -> None:
+        """Create ``trigger`` (a :class:`~sqla_pgjobs.triggers.JobTrigger`) on the table."""
+        operations.invoke(cls(table_name, trigger, schema))
+
+    def reverse(self) -> DropJobTriggerOp:
+        return DropJobTriggerOp(self.table_name, self.trigger, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("create_job_trigger", self.schema, self.table_name, self.trigger.name)
+
+
+@Operations.register_operation("drop_job_trigger")
+class DropJobTriggerOp(MigrateOperation):
+    """Drop an enqueue trigger from a table. Given the whole :class:`JobTrigger` (as
+    autogenerate writes it), it can be reversed; given only its name, it cannot."""
+
+    def __init__(
+        self, table_name: str, trigger: JobTrigger | str, schema: str | None = None
+    ) -> None:
+        if not isinstance(trigger, JobTrigger | str):
+            raise InvalidArgumentError("trigger", trigger, "it must be a JobTrigger or a name")
+        self.table_name = str(check_name("table_name", table_name))
+        self.trigger = trigger
+        self.schema = schema
+
+    @property
+    def name(self) -> str:
+        return self.trigger if isinstance(self.trigger, str) else self.trigger.name
+
+    @classmethod
+    def drop_job_trigger(
+        cls,
+        operations: Operations,
+        table_name: str,
+        trigger: JobTrigger | str,
+        *,
+        schema: str | None = None,
+    ) -> None:
+        """Drop the enqueue trigger ``trigger`` (a JobTrigger, or its name) from the table."""
+        operations.invoke(cls(table_name, trigger, schema))
+
+    def reverse(self) -> CreateJobTriggerOp:
+        if isinstance(self.trigger, str):
+            raise InvalidArgumentError(
+                "trigger", self.trigger, "reversing needs the whole JobTrigger, not its name"
+            )
+        return CreateJobTriggerOp(self.table_name, self.trigger, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return ("drop_job_trigger", self.schema, self.table_name, self.name)

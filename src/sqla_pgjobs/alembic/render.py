@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 from alembic.autogenerate import renderers
 
 from sqla_pgjobs.alembic.ops import (
+    CreateJobTriggerOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
+    DropJobTriggerOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -76,3 +78,31 @@ def _access(autogen_context: AutogenContext, op: GrantPgjobsAccessOp | RevokePgj
         f"{_prefix(autogen_context)}{op.verb}_pgjobs_access({op.role_name!r}, {op.access!r}"
         f"{_schema_arg(op.schema)})"
     )
+
+
+def _trigger_imports(autogen_context: AutogenContext, trigger: object) -> str:
+    """The trigger's constructor call, with the imports it needs added to the revision."""
+    text = repr(trigger)
+    names = [n for n in ("JobTrigger", "RowId", "Row", "Fields") if f"{n}(" in text]
+    autogen_context.imports.add(f"from sqla_pgjobs.triggers import {', '.join(names)}")
+    if "timedelta(" in text:
+        autogen_context.imports.add("from datetime import timedelta")
+    return text
+
+
+@renderers.dispatch_for(CreateJobTriggerOp)
+def _create_trigger(autogen_context: AutogenContext, op: CreateJobTriggerOp) -> str:
+    schema = "" if op.schema is None else f", schema={op.schema!r}"
+    trigger = _trigger_imports(autogen_context, op.trigger)
+    return f"{_prefix(autogen_context)}create_job_trigger({op.table_name!r}, {trigger}{schema})"
+
+
+@renderers.dispatch_for(DropJobTriggerOp)
+def _drop_trigger(autogen_context: AutogenContext, op: DropJobTriggerOp) -> str:
+    schema = "" if op.schema is None else f", schema={op.schema!r}"
+    trigger = (
+        repr(op.trigger)
+        if isinstance(op.trigger, str)
+        else _trigger_imports(autogen_context, op.trigger)
+    )
+    return f"{_prefix(autogen_context)}drop_job_trigger({op.table_name!r}, {trigger}{schema})"

@@ -15,13 +15,16 @@ from alembic.operations import Operations
 
 from sqla_pgjobs import schema as sql
 from sqla_pgjobs.alembic.ops import (
+    CreateJobTriggerOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
+    DropJobTriggerOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
     UpgradePgjobsSchemaOp,
 )
+from sqla_pgjobs.triggers import create_trigger_sql, drop_trigger_sql
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -69,3 +72,16 @@ def change_pgjobs_access(
         operation.verb, operation.schema, operation.role_name, operation.access
     )
     _execute(operations, [statement])
+
+
+@Operations.implementation_for(CreateJobTriggerOp)
+def create_job_trigger(operations: Operations, operation: CreateJobTriggerOp) -> None:
+    _execute(
+        operations,
+        [create_trigger_sql(operation.trigger, operation.table_name, operation.schema)],
+    )
+
+
+@Operations.implementation_for(DropJobTriggerOp)
+def drop_job_trigger(operations: Operations, operation: DropJobTriggerOp) -> None:
+    _execute(operations, [drop_trigger_sql(operation.name, operation.table_name, operation.schema)])

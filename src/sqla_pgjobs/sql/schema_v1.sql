@@ -1450,6 +1450,93 @@ BEGIN
 END
 $$;
 
+-- The trigger of enqueue triggers declared on models (sqla_pgjobs.triggers.JobTrigger).
+-- Its one argument is a JSON spec that the Python side compiles:
+--   {"task": text,
+--    "payload": {"kind": "row_id", "column": c} | {"kind": "row"} | {"kind": "fields", "columns": [c, ...]},
+--    "tenant": template | null, "key": template | null, "queue": template | null,
+--    "priority": int | null, "max_attempts": int | null, "delay": interval text | null}
+-- where a template is a list of parts, each {"text": ...} or {"column": ...}, concatenated
+-- with the row's column values as text. Values are read with to_jsonb(row) -> column: no
+-- SQL is ever built from row values or column names (S1, S3). On DELETE the old row is used.
+CREATE FUNCTION app_jobs.trigger_template(parts jsonb, row_value jsonb, what text, table_name text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+  v_missing text;
+BEGIN
+  IF parts IS NULL OR jsonb_typeof(parts) = 'null' THEN
+    RETURN NULL;
+  END IF;
+  SELECT string_agg(quote_ident(p ->> 'column'), ', ') INTO v_missing
+    FROM jsonb_array_elements(parts) AS p
+   WHERE p ? 'column' AND NOT row_value ? (p ->> 'column');
+  IF v_missing IS NOT NULL THEN
+    RAISE EXCEPTION 'enqueue trigger on %: the % template names column %, which the row does not have',
+      table_name, what, v_missing
+      USING ERRCODE = '42703';
+  END IF;
+  RETURN (
+    SELECT string_agg(coalesce(p ->> 'text', row_value ->> (p ->> 'column'), ''), '' ORDER BY i)
+      FROM jsonb_array_elements(parts) WITH ORDINALITY AS t(p, i)
+  );
+END
+$$;
+
+CREATE FUNCTION app_jobs.tg_add_job() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_spec jsonb := TG_ARGV[0]::jsonb;
+  v_table text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
+  v_row_json json := CASE TG_OP WHEN 'DELETE' THEN to_json(OLD) ELSE to_json(NEW) END;
+  v_row jsonb := v_row_json::jsonb;
+  v_kind text := v_spec -> 'payload' ->> 'kind';
+  v_payload json;
+  v_missing text;
+  v_delay interval := (v_spec ->> 'delay')::interval;
+BEGIN
+  IF v_kind = 'row' THEN
+    v_payload := v_row_json;
+  ELSIF v_kind = 'row_id' THEN
+    IF NOT v_row ? (v_spec -> 'payload' ->> 'column') THEN
+      RAISE EXCEPTION 'enqueue trigger on % for task %: the row has no column %', v_table,
+        v_spec ->> 'task', quote_ident(v_spec -> 'payload' ->> 'column')
+        USING ERRCODE = '42703';
+    END IF;
+    v_payload := json_build_object('id', v_row -> (v_spec -> 'payload' ->> 'column'));
+  ELSE
+    SELECT string_agg(quote_ident(c), ', ') INTO v_missing
+      FROM jsonb_array_elements_text(v_spec -> 'payload' -> 'columns') AS c
+     WHERE NOT v_row ? c;
+    IF v_missing IS NOT NULL THEN
+      RAISE EXCEPTION 'enqueue trigger on % for task %: the row has no column %', v_table,
+        v_spec ->> 'task', v_missing
+        USING ERRCODE = '42703';
+    END IF;
+    SELECT coalesce(json_object_agg(c, v_row -> c ORDER BY i), '{}'::json) INTO v_payload
+      FROM jsonb_array_elements_text(v_spec -> 'payload' -> 'columns') WITH ORDINALITY AS t(c, i);
+  END IF;
+
+  PERFORM app_jobs.add_job(
+    app_jobs.trigger_template(v_spec -> 'tenant', v_row, 'tenant', v_table)::uuid,
+    v_spec ->> 'task',
+    v_payload,
+    app_jobs.trigger_template(v_spec -> 'key', v_row, 'key', v_table),
+    app_jobs.trigger_template(v_spec -> 'queue', v_row, 'queue', v_table),
+    CASE WHEN v_delay IS NULL THEN NULL ELSE now() + v_delay END,
+    (v_spec ->> 'max_attempts')::integer,
+    (v_spec ->> 'priority')::integer
+  );
+  RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+COMMENT ON FUNCTION app_jobs.tg_add_job() IS
+  'Trigger of enqueue triggers declared on models (sqla_pgjobs.triggers.JobTrigger): one JSON argument.';
+
 -- The reference's key/value helper, without its dynamic SQL (S1): every value becomes a
 -- JSON string (NULL becomes ""), as before, but nothing is ever executed.
 CREATE FUNCTION app_jobs.json_build_object_apply(arguments text[]) RETURNS json
@@ -1496,7 +1583,7 @@ BEGIN
     JOIN (VALUES
       ('add_job', 1), ('add_jobs', 1), ('add_scheduled_job', 1),
       ('tg_add_job_with_row_id', 1), ('tg_add_job_with_row', 1),
-      ('tg_add_job_with_fields', 1), ('trigger_job_with_fields', 1),
+      ('tg_add_job_with_fields', 1), ('trigger_job_with_fields', 1), ('tg_add_job', 1),
       ('get_job', 2), ('get_jobs', 2), ('complete_job', 2), ('complete_job_batch', 2),
       ('fail_job', 2), ('fail_job_batch', 2), ('release_jobs', 2),
       ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2),
