@@ -65,6 +65,7 @@ ENQUEUE_FUNCTIONS = {
     "tg_add_job_with_row",
     "tg_add_job_with_fields",
     "trigger_job_with_fields",
+    "tg_add_job",
 }
 WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "get_job",

@@ -69,6 +69,9 @@ _TOKEN = re.compile(r"\bapp_jobs\b")
 _BIND = re.compile(r"(?<![:\w\x5c]):(?=\w+(?!:))")
 # paramstyle="named": the identifier must not have its % doubled (that is a driver concern).
 _PREPARER = postgresql.dialect(paramstyle="named").identifier_preparer  # type: ignore[no-untyped-call]
+# What text() would read as an escaped colon (its BIND_PARAMS_ESC): a backslash there is
+# doubled, so that it reaches the database as written.
+_ESCAPED_COLON = re.compile(r"\x5c(?=:\w*(?![:\w]))")
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
 _MAX_IDENTIFIER_BYTES = 63
 
@@ -175,7 +178,7 @@ def as_text(statement: str) -> TextClause:
     ``%`` is left alone (``text()`` doubles it for pyformat drivers online, and Alembic's
     offline mode with ``paramstyle="named"`` prints it as is).
     """
-    return text(_BIND.sub(r"\\:", statement))
+    return text(_BIND.sub(r"\\:", _ESCAPED_COLON.sub(r"\\\\", statement)))
 
 
 @cache

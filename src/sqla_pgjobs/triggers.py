@@ -112,6 +112,20 @@ class Fields:
 Payload = RowId | Row | Fields
 
 
+def _seconds(delay: timedelta) -> str:
+    """A delay as exact decimal seconds (``{:g}`` would print 1.2096e+06 for two weeks,
+    which PostgreSQL does not read as an interval, and round 12345.678 to 12345.7)."""
+    whole = delay.days * 86400 + delay.seconds
+    if not delay.microseconds:
+        return str(whole)
+    return f"{whole}.{delay.microseconds:06d}".rstrip("0")
+
+
+def _delay(text: str) -> timedelta:
+    whole, _, fraction = text.split()[0].partition(".")
+    return timedelta(seconds=int(whole), microseconds=int(fraction.ljust(6, "0")[:6] or 0))
+
+
 def _template(argument: str, text: str | None) -> list[dict[str, str]] | None:
     """``"order:{id}"`` as ``[{"text": "order:"}, {"column": "id"}]``."""
     if text is None:
@@ -271,9 +285,14 @@ class JobTrigger(SchemaItem):
             delay=delay,
             job_schema=validate_schema_name(job_schema),
         )
-        self.table: Table | None = None
+        self._table: weakref.ref[Table] | None = None
 
     # --- What it is -----------------------------------------------------------------------------
+
+    @property
+    def table(self) -> Table | None:
+        """The table this trigger is declared on (None before it is attached)."""
+        return self._table() if self._table is not None else None
 
     @property
     def name(self) -> str:
@@ -298,7 +317,7 @@ class JobTrigger(SchemaItem):
             "queue": o.queue,
             "priority": o.priority,
             "max_attempts": o.max_attempts,
-            "delay": None if o.delay is None else f"{o.delay.total_seconds():g} seconds",
+            "delay": None if o.delay is None else f"{_seconds(o.delay)} seconds",
         }
 
     def spec_json(self) -> str:
@@ -336,7 +355,7 @@ class JobTrigger(SchemaItem):
             tenant=_untemplate(spec.get("tenant")),
             priority=spec.get("priority"),
             max_attempts=spec.get("max_attempts"),
-            delay=None if delay is None else timedelta(seconds=float(delay.split()[0])),
+            delay=None if delay is None else _delay(delay),
             name=name,
             job_schema=job_schema,
         )
@@ -372,7 +391,7 @@ class JobTrigger(SchemaItem):
             if value is not None:
                 args.append(f"{label}={value!r}")
         if o.delay is not None:
-            args.append(f"delay=timedelta(seconds={o.delay.total_seconds():g})")
+            args.append(f"delay=timedelta(seconds={_seconds(o.delay)})")
         if o.name != f"pgjobs_{o.task}":
             args.append(f"name={o.name!r}")
         if o.job_schema != DEFAULT_SCHEMA:
@@ -390,7 +409,8 @@ class JobTrigger(SchemaItem):
                 "name", self.name, f"it must be unique among the job triggers of {parent.name}"
             )
         declared.append(self)
-        self.table = parent
+        # A weak reference: the registry's values must not keep its keys (the tables) alive.
+        self._table = weakref.ref(parent)
         # Listeners on this one Table: create_all/drop_all create and drop the trigger.
         event.listen(parent, "after_create", self._after_create)
         event.listen(parent, "before_drop", self._before_drop)

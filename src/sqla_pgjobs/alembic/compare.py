@@ -63,6 +63,7 @@ _EXISTING = text(
        AND c.relname = :table_name
        AND n.nspname = coalesce(:schema, pg_catalog.current_schema())
        AND p.proname = 'tg_add_job'
+       AND t.tgnargs = 1
        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class m
                     WHERE m.relnamespace = p.pronamespace AND m.relname = 'migrations')
     """
@@ -93,16 +94,18 @@ def _when(definition: str, has_when: bool) -> str | None:
 def _existing(connection: Connection, schema: str | None, table_name: str) -> dict[str, _Existing]:
     found = {}
     for row in connection.execute(_EXISTING, {"table_name": table_name, "schema": schema}):
-        args = bytes(row.args).split(b"\x00")
-        spec: dict[str, Any] = json.loads(args[0].decode())
-        trigger = JobTrigger.from_catalog(
-            name=row.name,
-            spec=spec,
-            on=[event for event in EVENTS if row.type & _TYPE_BITS[event]],
-            update_columns=list(row.update_columns),
-            when=_when(row.definition, row.has_when),
-            job_schema=row.job_schema,
-        )
+        try:
+            spec: dict[str, Any] = json.loads(bytes(row.args).split(b"\x00")[0].decode())
+            trigger = JobTrigger.from_catalog(
+                name=row.name,
+                spec=spec,
+                on=[event for event in EVENTS if row.type & _TYPE_BITS[event]],
+                update_columns=list(row.update_columns),
+                when=_when(row.definition, row.has_when),
+                job_schema=row.job_schema,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a trigger of someone else's tg_add_job: not ours to manage
         found[row.name] = _Existing(trigger, _body(row.definition, row.quoted_name))
     return found
 

@@ -1457,7 +1457,7 @@ $$;
 --    "tenant": template | null, "key": template | null, "queue": template | null,
 --    "priority": int | null, "max_attempts": int | null, "delay": interval text | null}
 -- where a template is a list of parts, each {"text": ...} or {"column": ...}, concatenated
--- with the row's column values as text. Values are read with to_jsonb(row) -> column: no
+-- with the row's column values as text (a NULL column makes the whole template NULL). Values are read with to_jsonb(row) -> column: no
 -- SQL is ever built from row values or column names (S1, S3). On DELETE the old row is used.
 CREATE FUNCTION app_jobs.trigger_template(parts jsonb, row_value jsonb, what text, table_name text)
 RETURNS text
@@ -1477,8 +1477,14 @@ BEGIN
       table_name, what, v_missing
       USING ERRCODE = '42703';
   END IF;
+  -- A column that is NULL gives no value at all (no key, no queue, no tenant): an empty
+  -- text would make every such row share one key, each replacing the other's job.
+  IF EXISTS (SELECT 1 FROM jsonb_array_elements(parts) AS p
+              WHERE p ? 'column' AND row_value ->> (p ->> 'column') IS NULL) THEN
+    RETURN NULL;
+  END IF;
   RETURN (
-    SELECT string_agg(coalesce(p ->> 'text', row_value ->> (p ->> 'column'), ''), '' ORDER BY i)
+    SELECT string_agg(coalesce(p ->> 'text', row_value ->> (p ->> 'column')), '' ORDER BY i)
       FROM jsonb_array_elements(parts) WITH ORDINALITY AS t(p, i)
   );
 END
