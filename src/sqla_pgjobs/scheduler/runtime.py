@@ -35,26 +35,31 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
-from sqlalchemy.engine import URL, Engine
 
 from sqla_pgjobs import validation as check
+from sqla_pgjobs._connections import (
+    CONNECTION_ERRORS,
+    RECONNECT_FIRST,
+    libpq_url,
+    listen,
+    next_delay,
+    seconds,
+)
 from sqla_pgjobs.schedules import InvalidScheduleError, Schedule, parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, named_statements, validate_schema_name
-from sqla_pgjobs.urls import sqlalchemy_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from sqlalchemy.engine import URL, Engine
 
 __all__ = ["Scheduler", "SchedulerStats"]
 
 log = logging.getLogger("sqla_pgjobs.scheduler")
 
-_RECONNECT_FIRST = 0.1
-_RECONNECT_MAX = 5.0
 # Claims per statement: enough that a scheduler starting next to thousands of schedules
 # takes them in a few round trips.
 _CLAIM_BATCH = 100
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 # Missed fire times stepped over to find the latest one (a day of a per-second schedule).
 _MAX_CATCH_UP = 100_000
 # The definition of a schedule: when any of these changes, it is parsed again.
@@ -92,19 +97,6 @@ class _Held:
         return int(self.row["id"])
 
 
-def _seconds(argument: str, value: float | timedelta) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = timedelta(seconds=value)
-    checked = check.check_interval(argument, value)
-    assert checked is not None
-    return checked.total_seconds()
-
-
-def _libpq(database: str | URL | Engine) -> str:
-    url = database.url if isinstance(database, Engine) else sqlalchemy_url(database)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class Scheduler:
     """Fires the scheduled jobs of a database (see the module docs).
 
@@ -135,9 +127,9 @@ class Scheduler:
             "scheduler_id",
         )
         self.schema = validate_schema_name(schema)
-        self.lease = _seconds("lease", lease)
-        self.job_expiry = _seconds("job_expiry", job_expiry)
-        self.poll_interval = _seconds("poll_interval", poll_interval)
+        self.lease = seconds("lease", lease)
+        self.job_expiry = seconds("job_expiry", job_expiry)
+        self.poll_interval = seconds("poll_interval", poll_interval)
         self.listen = bool(listen)
         self.max_claims = check.check_positive("max_claims", max_claims)
         self.task_identifiers = (
@@ -146,7 +138,7 @@ class Scheduler:
             else [str(check.check_name("task_identifiers", name)) for name in task_identifiers]
         )
         self.stats = SchedulerStats()
-        self._url = _libpq(database)
+        self._url = libpq_url(database)
         self._sql = named_statements("scheduler.sql", self.schema)
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,7 +190,7 @@ class _Run:
     async def sql(
         self, name: str, params: dict[str, Any], *, retry: bool = True
     ) -> list[dict[str, Any]]:
-        delay = _RECONNECT_FIRST
+        delay = RECONNECT_FIRST
         while True:
             try:
                 if self.connection is None or self.connection.closed:
@@ -210,7 +202,7 @@ class _Run:
                     )
                 cursor = await self.connection.execute(self.s._sql[name], params)
                 return await cursor.fetchall() if cursor.description else []
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if not retry or self.s._stopping.is_set():
                     raise
                 self.s.stats.reconnects += 1
@@ -224,7 +216,7 @@ class _Run:
                         await self.connection.close()
                 self.connection = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+                delay = next_delay(delay)
 
     # --- Lifecycle ----------------------------------------------------------------------------
 
@@ -250,7 +242,7 @@ class _Run:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
-            with contextlib.suppress(*_CONNECTION_ERRORS):
+            with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.sql("release", {"scheduler_id": s.scheduler_id}, retry=False)
             await self._close()
             log.info(
@@ -443,21 +435,10 @@ class _Run:
     # --- Notifications --------------------------------------------------------------------------
 
     async def listener(self) -> None:
-        delay = _RECONNECT_FIRST
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.s._url, autocommit=True) as c:
-                    await c.execute('LISTEN "scheduled_jobs:insert"')
-                    await c.execute('LISTEN "scheduled_jobs:update"')
-                    delay = _RECONNECT_FIRST
-                    self.wake.set()
-                    async for _ in c.notifies():
-                        self.wake.set()
-            except _CONNECTION_ERRORS as exc:
-                log.warning(
-                    "listen connection lost (%s); renewing on time only",
-                    exc,
-                    extra={"scheduler_id": self.s.scheduler_id},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+        await listen(
+            self.s._url,
+            ["scheduled_jobs:insert", "scheduled_jobs:update"],
+            self.wake,
+            log,
+            {"scheduler_id": self.s.scheduler_id},
+        )

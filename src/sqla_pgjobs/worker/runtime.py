@@ -36,35 +36,38 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Json
-from sqlalchemy.engine import URL, Engine
 
 from sqla_pgjobs import validation as check
+from sqla_pgjobs._connections import (
+    CONNECTION_ERRORS,
+    RECONNECT_FIRST,
+    libpq_url,
+    listen,
+    next_delay,
+    seconds,
+)
 from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
-from sqla_pgjobs.urls import sqlalchemy_url
 from sqla_pgjobs.worker.queries import Queries
 from sqla_pgjobs.worker.tasks import Job, Task, TaskRegistry
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
 
 __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("sqla_pgjobs.worker")
 
-# Reconnect backoff: 0.1 s doubling to 5 s, so a restarting server (typically back in a
-# few seconds) is found quickly without hammering it.
-_RECONNECT_FIRST = 0.1
-_RECONNECT_MAX = 5.0
 # When a job is due but get_jobs gave none (its queue is busy), look again after this
 # long at most: queue releases send no NOTIFY.
 _BLOCKED_RETRY = 1.0
 # Longest error text stored in last_error (tracebacks can be huge).
 _MAX_ERROR = 8000
-
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 @dataclass
@@ -81,19 +84,6 @@ class WorkerStats:
     @property
     def processed(self) -> int:
         return self.completed + self.failed
-
-
-def _database_url(database: str | URL | Engine) -> str:
-    url = database.url if isinstance(database, Engine) else sqlalchemy_url(database)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _seconds(argument: str, value: float | timedelta) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = timedelta(seconds=value)
-    checked = check.check_interval(argument, value)
-    assert checked is not None
-    return checked.total_seconds()
 
 
 def _default_worker_id() -> str:
@@ -154,14 +144,14 @@ class Worker:
         )
         self.worker_id = check.check_worker_id(worker_id or _default_worker_id())
         self.schema = validate_schema_name(schema)
-        self.poll_interval = _seconds("poll_interval", poll_interval)
+        self.poll_interval = seconds("poll_interval", poll_interval)
         self.listen = bool(listen)
-        self.heartbeat_timeout = _seconds("heartbeat_timeout", heartbeat_timeout)
-        self.job_expiry = _seconds("job_expiry", job_expiry)
-        self.shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout)
+        self.heartbeat_timeout = seconds("heartbeat_timeout", heartbeat_timeout)
+        self.job_expiry = seconds("job_expiry", job_expiry)
+        self.shutdown_timeout = seconds("shutdown_timeout", shutdown_timeout)
         self.unknown_tasks = unknown_tasks
         self.stats = WorkerStats()
-        self._url = _database_url(database)
+        self._url = libpq_url(database)
         self._queries = Queries.for_schema(self.schema)
         self._task_filter = None if unknown_tasks == "fail" else tasks.names
         self._stopping = threading.Event()
@@ -312,12 +302,12 @@ class _Run:
         for helper in self.helpers:
             helper.cancel()
         await asyncio.gather(*self.helpers, return_exceptions=True)
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await self.flush()
         # Whatever this worker still holds goes back, with its attempt refunded (plain
         # handlers past the timeout cannot be stopped: their jobs go back too).
         held = sorted(set(unfinished) | set(self.running))
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await self.sql(
                 self.q.release_jobs,
                 {"worker_id": worker.worker_id, "keep_job_ids": None},
@@ -365,19 +355,19 @@ class _Run:
         self, statement: str, params: dict[str, Any], *, retry: bool = True
     ) -> list[dict[str, Any]]:
         """Run one statement; on a lost connection, reconnect (with backoff) and run it again."""
-        delay = _RECONNECT_FIRST
+        delay = RECONNECT_FIRST
         while True:
             try:
                 async with self.db_lock:
                     connection = await self._connection()
                     cursor = await connection.execute(statement, params)
                     return await cursor.fetchall() if cursor.description else []
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if not retry:
                     raise
                 await self._lost_connection(exc)
                 await self._sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+                delay = next_delay(delay)
 
     async def _lost_connection(self, exc: Exception) -> None:
         self.worker.stats.reconnects += 1
@@ -573,7 +563,7 @@ class _Run:
         worker = self.worker
         completed, failed = self.completed, self.failed
         self.completed, self.failed = [], []
-        delay = _RECONNECT_FIRST
+        delay = RECONNECT_FIRST
         retried = False
         while True:
             try:
@@ -609,13 +599,13 @@ class _Run:
                     failed_acknowledged = len(await fails.fetchall()) if fails else 0
                     rows = await taken.fetchall() if taken else []
                 break
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 # Nothing of the transaction is known to have happened: send it all again
                 # (completing and failing jobs twice is harmless; a lost get_jobs answer is
                 # put right by _reconcile).
                 await self._lost_connection(exc)
                 await self._sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+                delay = next_delay(delay)
                 retried = True
             except BaseException:
                 self.completed, self.failed = completed + self.completed, failed + self.failed
@@ -667,22 +657,6 @@ class _Run:
                 self.reconciled = False
 
     async def listener(self) -> None:
-        delay = _RECONNECT_FIRST
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.worker._url, autocommit=True
-                ) as connection:
-                    await connection.execute('LISTEN "jobs:insert"')
-                    delay = _RECONNECT_FIRST
-                    self.wake.set()  # anything inserted while we were not listening
-                    async for _ in connection.notifies():
-                        self.wake.set()
-            except _CONNECTION_ERRORS as exc:
-                log.warning(
-                    "listen connection lost (%s); polling until it is back",
-                    exc,
-                    extra={"worker_id": self.worker.worker_id},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+        await listen(
+            self.worker._url, ["jobs:insert"], self.wake, log, {"worker_id": self.worker.worker_id}
+        )
