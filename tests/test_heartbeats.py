@@ -155,3 +155,41 @@ def test_next_run_at_includes_when_a_silent_workers_jobs_become_recoverable(engi
         now = connection.execute(sql("SELECT now()")).scalar_one()
         at = connection.execute(sql("SELECT app_jobs.next_run_at()")).scalar_one()
         assert (at - now).total_seconds() == 20
+
+
+def test_admin_functions_leave_a_live_workers_job_alone_unless_forced(engine: Engine) -> None:
+    with engine.begin() as connection:
+        job = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't')")
+        beat(connection, "worker-1")
+        one(connection, "SELECT * FROM app_jobs.get_job('worker-1')")
+        # Running for a day: older than any job_expiry, but its worker is alive.
+        connection.execute(sql("UPDATE app_jobs.jobs SET locked_at = now() - interval '1 day'"))
+        for call in (
+            "SELECT * FROM app_jobs.complete_jobs(ARRAY[:id]::bigint[])",
+            "SELECT * FROM app_jobs.permanently_fail_jobs(ARRAY[:id]::bigint[])",
+            "SELECT * FROM app_jobs.reschedule_jobs(ARRAY[:id]::bigint[], now())",
+        ):
+            assert connection.execute(sql(call), {"id": job.id}).all() == []
+        still = one(connection, "SELECT * FROM app_jobs.jobs WHERE id = :id", id=job.id)
+        assert (still.locked_by, still.attempts) == ("worker-1", 1)
+        # Forced, the operator takes it back.
+        moved = one(
+            connection,
+            "SELECT * FROM app_jobs.reschedule_jobs(ARRAY[:id]::bigint[], now(), NULL, 0,"
+            " NULL, NULL, true)",
+            id=job.id,
+        )
+        assert (moved.locked_by, moved.attempts) == (None, 0)
+        # A silent worker's job is fair game once its heartbeat has run out.
+        one(connection, "SELECT * FROM app_jobs.get_job('worker-1')")
+        connection.execute(
+            sql("UPDATE app_jobs.workers SET last_heartbeat = now() - interval '1 minute'")
+        )
+        failed = connection.execute(
+            sql(
+                "SELECT * FROM app_jobs.permanently_fail_jobs(ARRAY[:id]::bigint[], 'stuck',"
+                " interval '1 second')"
+            ),
+            {"id": job.id},
+        ).one()
+        assert (failed.last_error, failed.locked_by) == ("stuck", None)

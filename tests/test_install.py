@@ -40,14 +40,15 @@ EXPECTED_FUNCTIONS = {
     "get_scheduled_job": "worker_id text, task_identifiers text[] DEFAULT NULL::text[], "
     "lease interval DEFAULT '00:05:00'::interval",
     "complete_job": "worker_id text, job_id bigint",
-    "complete_jobs": "job_ids bigint[], job_expiry interval DEFAULT '04:00:00'::interval",
+    "complete_jobs": "job_ids bigint[], job_expiry interval DEFAULT '04:00:00'::interval, "
+    "force boolean DEFAULT false",
     "fail_job": "worker_id text, job_id bigint, error_message text DEFAULT NULL::text",
     "permanently_fail_jobs": "job_ids bigint[], error_message text DEFAULT NULL::text, "
-    "job_expiry interval DEFAULT '04:00:00'::interval",
+    "job_expiry interval DEFAULT '04:00:00'::interval, force boolean DEFAULT false",
     "reschedule_jobs": "job_ids bigint[], run_at timestamp with time zone DEFAULT NULL::"
     "timestamp with time zone, priority integer DEFAULT NULL::integer, attempts integer "
     "DEFAULT NULL::integer, max_attempts integer DEFAULT NULL::integer, job_expiry interval "
-    "DEFAULT '04:00:00'::interval",
+    "DEFAULT '04:00:00'::interval, force boolean DEFAULT false",
     "release_jobs": "worker_id text, keep_job_ids bigint[] DEFAULT NULL::bigint[]",
     "release_scheduled_jobs": "worker_id text, ids bigint[] DEFAULT NULL::bigint[]",
     "run_scheduled_job": "id bigint, job_expiry interval DEFAULT '01:00:00'::interval, "

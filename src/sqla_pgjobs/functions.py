@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Integer,
     Interval,
@@ -268,6 +269,7 @@ _COMPLETE_JOBS = _rows(
     jobs,
     bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("job_expiry", type_=Interval),
+    bindparam("force", type_=Boolean),
     nullable=False,
 )
 _PERMANENTLY_FAIL_JOBS = _rows(
@@ -276,6 +278,7 @@ _PERMANENTLY_FAIL_JOBS = _rows(
     bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("error_message", type_=Text),
     bindparam("job_expiry", type_=Interval),
+    bindparam("force", type_=Boolean),
     nullable=False,
 )
 _RESCHEDULE_JOBS = _rows(
@@ -287,6 +290,7 @@ _RESCHEDULE_JOBS = _rows(
     bindparam("attempts", type_=Integer),
     bindparam("max_attempts", type_=Integer),
     bindparam("job_expiry", type_=Interval),
+    bindparam("force", type_=Boolean),
     nullable=False,
 )
 _GET_SCHEDULED_JOBS = _rows(
@@ -702,30 +706,40 @@ def next_run_at(task_identifiers: Iterable[str] | None = None) -> JobStatement:
 # --- Administration -----------------------------------------------------------------------
 
 
-def complete_jobs(job_ids: Iterable[int], *, job_expiry: timedelta | None = None) -> JobStatement:
-    """Complete (delete) the listed jobs unless a worker holds them (a lock older than
-    ``job_expiry``, default 4 hours, does not count). One row per deleted job.
+def complete_jobs(
+    job_ids: Iterable[int], *, job_expiry: timedelta | None = None, force: bool = False
+) -> JobStatement:
+    """Complete (delete) the listed jobs unless a worker holds them (a live worker holds its
+    jobs; a worker that never heartbeats, until its lock is older than ``job_expiry``,
+    default 4 hours). ``force`` deletes held jobs too. One row per deleted job.
 
-    Renders ``SELECT ... FROM app_jobs.complete_jobs(:job_ids, :job_expiry)``.
+    Renders ``SELECT ... FROM app_jobs.complete_jobs(:job_ids, :job_expiry, :force)``.
     """
     return _COMPLETE_JOBS.params(
         job_ids=check.check_ids("job_ids", job_ids),
         job_expiry=check.check_interval("job_expiry", job_expiry),
+        force=_force(force),
     )
 
 
 def permanently_fail_jobs(
-    job_ids: Iterable[int], error_message: str | None = None, *, job_expiry: timedelta | None = None
+    job_ids: Iterable[int],
+    error_message: str | None = None,
+    *,
+    job_expiry: timedelta | None = None,
+    force: bool = False,
 ) -> JobStatement:
-    """Mark the listed jobs failed for good unless a worker holds them.
+    """Mark the listed jobs failed for good unless a worker holds them (see
+    :func:`complete_jobs`; ``force`` fails held jobs too).
 
     Renders ``SELECT ... FROM app_jobs.permanently_fail_jobs(:job_ids, :error_message,
-    :job_expiry)``.
+    :job_expiry, :force)``.
     """
     return _PERMANENTLY_FAIL_JOBS.params(
         job_ids=check.check_ids("job_ids", job_ids),
         error_message=check.check_text("error_message", error_message),
         job_expiry=check.check_interval("job_expiry", job_expiry),
+        force=_force(force),
     )
 
 
@@ -737,12 +751,14 @@ def reschedule_jobs(
     attempts: int | None = None,
     max_attempts: int | None = None,
     job_expiry: timedelta | None = None,
+    force: bool = False,
 ) -> JobStatement:
     """Change when and how the listed jobs run (None keeps a value), unless a worker holds
-    them. Setting ``attempts`` below ``max_attempts`` revives a failed job.
+    them (see :func:`complete_jobs`; ``force`` changes held jobs too, taking them back).
+    Setting ``attempts`` below ``max_attempts`` revives a failed job.
 
     Renders ``SELECT ... FROM app_jobs.reschedule_jobs(:job_ids, :run_at, :priority,
-    :attempts, :max_attempts, :job_expiry)``.
+    :attempts, :max_attempts, :job_expiry, :force)``.
     """
     return _RESCHEDULE_JOBS.params(
         job_ids=check.check_ids("job_ids", job_ids),
@@ -751,7 +767,14 @@ def reschedule_jobs(
         attempts=check.check_count("attempts", attempts),
         max_attempts=check.check_positive("max_attempts", max_attempts),
         job_expiry=check.check_interval("job_expiry", job_expiry),
+        force=_force(force),
     )
+
+
+def _force(force: object) -> bool:
+    if not isinstance(force, bool):
+        raise InvalidArgumentError("force", force, "it must be True or False")
+    return force
 
 
 # --- Scheduled jobs -----------------------------------------------------------------------

@@ -559,19 +559,22 @@ $$;
 -- Taking jobs
 --------------------------------------------------------------------------------------------
 
--- Whether a queue lock still counts: held by a registered (so live) worker, or taken after
--- expired_before.
-CREATE FUNCTION app_jobs.queue_is_held(
+-- Whether a lock (of a job or a queue) still counts. A registered worker's lock counts while
+-- the worker heartbeats within its own timeout, whatever its age; the lock of a holder that
+-- never registered (the reference Node worker) counts until it is older than expired_before.
+CREATE FUNCTION app_jobs.lock_is_held(
   locked_at timestamptz,
   locked_by text,
   expired_before timestamptz
 ) RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-  SELECT queue_is_held.locked_at IS NOT NULL
-     AND (queue_is_held.locked_at >= queue_is_held.expired_before
-          OR EXISTS (SELECT 1 FROM app_jobs.workers w
-                      WHERE w.worker_id = queue_is_held.locked_by))
+  SELECT lock_is_held.locked_at IS NOT NULL
+     AND coalesce(
+           (SELECT w.last_heartbeat >= pg_catalog.now() - w.heartbeat_timeout
+              FROM app_jobs.workers w
+             WHERE w.worker_id = lock_is_held.locked_by),
+           lock_is_held.locked_at >= lock_is_held.expired_before)
 $$;
 
 -- Record that worker_id is alive, and how long it may stay silent before it is given up
@@ -799,7 +802,7 @@ BEGIN
             FROM app_jobs.jobs j
            WHERE j.queue_name = v_candidate.queue_name
           ON CONFLICT (queue_name) DO NOTHING;
-        ELSIF app_jobs.queue_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry) THEN
+        ELSIF app_jobs.lock_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry) THEN
           CONTINUE;
         END IF;
 
@@ -808,7 +811,7 @@ BEGIN
          WHERE q.queue_name = v_candidate.queue_name
            FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        CONTINUE WHEN app_jobs.queue_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry);
+        CONTINUE WHEN app_jobs.lock_is_held(v_queue.locked_at, v_queue.locked_by, v_now - v_expiry);
 
         UPDATE app_jobs.job_queues q
            SET locked_by = get_jobs.worker_id, locked_at = v_now
@@ -1012,13 +1015,16 @@ END
 $$;
 
 --------------------------------------------------------------------------------------------
--- Administration (any job that is unlocked or whose lock is older than job_expiry)
+-- Administration: any job no worker holds. A job counts as held while its worker is alive
+-- (heartbeating), or, for a worker that never heartbeats, until its lock is older than
+-- job_expiry; force = true acts on held jobs too.
 --------------------------------------------------------------------------------------------
 
 -- C9: the expiry is a parameter (the reference hard-coded 4 hours) and queues are freed.
 CREATE FUNCTION app_jobs.complete_jobs(
   job_ids bigint[],
-  job_expiry interval DEFAULT interval '4 hours'
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1027,8 +1033,9 @@ AS $$
   WITH done AS (
     DELETE FROM app_jobs.jobs j
      WHERE j.id = ANY (complete_jobs.job_ids)
-       AND (j.locked_at IS NULL
-            OR j.locked_at < now() - coalesce(complete_jobs.job_expiry, interval '4 hours'))
+       AND (complete_jobs.force IS TRUE
+            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
+                                         now() - coalesce(complete_jobs.job_expiry, interval '4 hours')))
     RETURNING j.*
   ), freed AS (
     UPDATE app_jobs.job_queues q
@@ -1043,7 +1050,8 @@ $$;
 CREATE FUNCTION app_jobs.permanently_fail_jobs(
   job_ids bigint[],
   error_message text DEFAULT NULL,
-  job_expiry interval DEFAULT interval '4 hours'
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1053,8 +1061,9 @@ AS $$
     SELECT j.id, j.queue_name, j.locked_by
       FROM app_jobs.jobs j
      WHERE j.id = ANY (permanently_fail_jobs.job_ids)
-       AND (j.locked_at IS NULL
-            OR j.locked_at < now() - coalesce(permanently_fail_jobs.job_expiry, interval '4 hours'))
+       AND (permanently_fail_jobs.force IS TRUE
+            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
+                                         now() - coalesce(permanently_fail_jobs.job_expiry, interval '4 hours')))
        FOR UPDATE
   ), failed AS (
     UPDATE app_jobs.jobs j
@@ -1083,7 +1092,8 @@ CREATE FUNCTION app_jobs.reschedule_jobs(
   priority integer DEFAULT NULL,
   attempts integer DEFAULT NULL,
   max_attempts integer DEFAULT NULL,
-  job_expiry interval DEFAULT interval '4 hours'
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1095,8 +1105,9 @@ BEGIN
     SELECT j.id, j.queue_name, j.locked_by
       FROM app_jobs.jobs j
      WHERE j.id = ANY (reschedule_jobs.job_ids)
-       AND (j.locked_at IS NULL
-            OR j.locked_at < now() - coalesce(reschedule_jobs.job_expiry, interval '4 hours'))
+       AND (reschedule_jobs.force IS TRUE
+            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
+                                         now() - coalesce(reschedule_jobs.job_expiry, interval '4 hours')))
        FOR UPDATE
   ), changed AS (
     UPDATE app_jobs.jobs j
