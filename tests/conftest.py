@@ -95,7 +95,7 @@ def engine(database_url: URL) -> Iterator[Engine]:
 
 
 FAKE_UPGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 DO $$
 BEGIN
   IF (SELECT max(version) FROM app_jobs.migrations) IS DISTINCT FROM 1 THEN
@@ -108,7 +108,7 @@ REVOKE ALL ON FUNCTION app_jobs.hello() FROM PUBLIC;
 INSERT INTO app_jobs.migrations (version) VALUES (2);
 """
 FAKE_DOWNGRADE = """
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 DROP FUNCTION app_jobs.hello();
 ALTER TABLE app_jobs.jobs DROP COLUMN note;
 DELETE FROM app_jobs.migrations WHERE version = 2;

@@ -86,7 +86,7 @@ def test_as_text_leaves_no_bind_parameters() -> None:
 def test_install_statements_for_every_known_version() -> None:
     for version in range(1, LATEST_VERSION + 1):
         statements = install_statements("app_jobs", version)
-        assert "SELECT pg_catalog.pg_advisory_xact_lock(" in statements[0]
+        assert "PERFORM pg_catalog.pg_advisory_xact_lock(" in statements[0]
         assert any("CREATE TABLE app_jobs.jobs" in s for s in statements)
 
 

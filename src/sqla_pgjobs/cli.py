@@ -421,3 +421,288 @@ def add_schedule(
     finally:
         engine.dispose()
     click.echo(f"scheduled job {row.id}: {task} at {schedule}")
+
+
+@main.command("sql")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="The schema version to print (default: the newest this library knows).",
+)
+@SCHEMA
+@click.option("--drop", is_flag=True, help="Print the SQL that removes the schema instead.")
+def sql_command(version: int | None, schema: str, drop: bool) -> None:
+    """Print the job schema's SQL, for installing it without Alembic (e.g. with psql)."""
+    from sqla_pgjobs.schema import LATEST_VERSION, drop_statements, install_statements
+
+    try:
+        statements = (
+            drop_statements(schema)
+            if drop
+            else install_statements(schema, LATEST_VERSION if version is None else version)
+        )
+    except PgJobsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo("BEGIN;\n")
+    for statement in statements:
+        click.echo(statement + ";\n")
+    click.echo("COMMIT;")
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option(
+    "--to",
+    "to_version",
+    type=int,
+    default=None,
+    help="The version to reach (default: the newest this library knows).",
+)
+def migrate(database_url: str, schema: str, to_version: int | None) -> None:
+    """Install the job schema, or upgrade it, without Alembic.
+
+    The same SQL and version bookkeeping as the Alembic operations, so a project can move
+    to Alembic later (or the other way round).
+    """
+    from sqlalchemy import create_engine
+
+    from sqla_pgjobs.schema import LATEST_VERSION
+    from sqla_pgjobs.schema import migrate as migrate_schema
+    from sqla_pgjobs.urls import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.begin() as connection:
+            before, after = migrate_schema(
+                connection, schema, LATEST_VERSION if to_version is None else to_version
+            )
+    except PgJobsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    if before is None:
+        click.echo(f"Installed the job schema {schema!r} at version {after}.")
+    elif before == after:
+        click.echo(f"The job schema {schema!r} is already at version {after}.")
+    else:
+        click.echo(f"Upgraded the job schema {schema!r} from version {before} to {after}.")
+
+
+def _engine(database_url: str, schema: str) -> Any:
+    from sqlalchemy import create_engine
+
+    from sqla_pgjobs.urls import sqlalchemy_url
+
+    return create_engine(sqlalchemy_url(database_url)).execution_options(
+        schema_translate_map={"app_jobs": schema}
+    )
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    if isinstance(exc, PgJobsError):
+        return click.ClickException(str(exc))
+    return click.ClickException(f"{type(exc).__name__}: {exc}")
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=str, indent=2))
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(database_url: str, schema: str, as_json: bool) -> None:
+    """The queue at a glance: jobs by task, queue and state; held jobs; workers; schedules.
+
+    States: due (waiting its turn), delayed (waiting for its run_at or a retry), running
+    (held by a worker), failed (its attempts are used up).
+    """
+    from sqla_pgjobs.admin import status as read_status
+    from sqla_pgjobs.scheduler.listing import list_schedules
+
+    engine = _engine(database_url, schema)
+    try:
+        with engine.connect() as connection:
+            report = read_status(connection)
+        report["schedules"] = list_schedules(database_url, schema)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    if as_json:
+        _echo_json(report)
+        return
+    totals = report["totals"]
+    click.echo(
+        "jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("due", "delayed", "running", "failed"))
+    )
+    if report["by_task"]:
+        click.echo(f"\n{'task':<28}{'queue':<20}{'state':<10}{'jobs':>8}")
+        for row in report["by_task"]:
+            click.echo(
+                f"{row['task_identifier']:<28}{row['queue_name'] or '-':<20}"
+                f"{row['state']:<10}{row['jobs']:>8}"
+            )
+    if report["held"]:
+        click.echo(f"\n{'held by':<40}{'jobs':>6}  oldest lock")
+        for row in report["held"]:
+            click.echo(f"{row['locked_by']:<40}{row['jobs']:>6}  {row['oldest_lock'].isoformat()}")
+    click.echo(f"\nworkers: {len(report['workers'])}")
+    for w in report["workers"]:
+        state = "alive" if w["alive"] else "SILENT"
+        click.echo(
+            f"  {w['worker_id']:<40}{state:<8} last heartbeat {w['seconds_since_heartbeat']} s ago"
+            f" (timeout {w['heartbeat_timeout']:g} s)"
+        )
+    click.echo(f"\nscheduled jobs: {len(report['schedules'])}")
+    for e in report["schedules"]:
+        click.echo(
+            f"  {e['id']:>6} {e['task_identifier']:<24} "
+            f"next {e['next_fire'] or '-'}  {e['schedule']}"
+        )
+
+
+@main.group()
+def jobs() -> None:
+    """List, inspect, retry, fail, reschedule and delete jobs.
+
+    The actions leave alone the jobs a live worker holds, unless --force is given (the
+    worker's own result for such a job is then ignored).
+    """
+
+
+@jobs.command("list")
+@DATABASE_URL
+@SCHEMA
+@click.option("--task", help="Only this task.")
+@click.option("--queue", help="Only this queue.")
+@click.option("--tenant", help="Only this tenant (database_id).")
+@click.option(
+    "--state", type=click.Choice(["due", "delayed", "running", "failed"]), help="Only this state."
+)
+@click.option("--key", help="Only the job with this key.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+def jobs_list(
+    database_url: str,
+    schema: str,
+    task: str | None,
+    queue: str | None,
+    tenant: str | None,
+    state: str | None,
+    key: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List jobs, in the order workers take them."""
+    from sqla_pgjobs.admin import list_jobs
+
+    engine = _engine(database_url, schema)
+    try:
+        with engine.connect() as connection:
+            rows = list_jobs(
+                connection, task=task, queue=queue, tenant=tenant, state=state, key=key, limit=limit
+            )
+    except PgJobsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except Exception as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    click.echo(f"{'id':>8}  {'task':<24} {'state':<8} {'attempts':>8}  {'run at':<33} last error")
+    for row in rows:
+        error = (row["last_error"] or "").split("\n", 1)[0][:60]
+        click.echo(
+            f"{row['id']:>8}  {row['task_identifier']:<24} {row['state']:<8} "
+            f"{row['attempts']:>4}/{row['max_attempts']:<3}  "
+            f"{row['run_at'].isoformat():<33} {error}"
+        )
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@DATABASE_URL
+@SCHEMA
+def jobs_show(job_id: int, database_url: str, schema: str) -> None:
+    """Everything about one job, as JSON (exit 1 if there is no such job)."""
+    from sqla_pgjobs.admin import show_job
+
+    engine = _engine(database_url, schema)
+    try:
+        with engine.connect() as connection:
+            row = show_job(connection, job_id)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+    if row is None:
+        raise click.ClickException(f"no job {job_id} (completed jobs are deleted)")
+    _echo_json(row)
+
+
+def _job_action(action: str, help_text: str) -> Any:
+    @jobs.command(action, help=help_text)
+    @click.argument("job_ids", nargs=-1, type=int, required=True)
+    @DATABASE_URL
+    @SCHEMA
+    @click.option("--force", is_flag=True, help="Also jobs that a live worker holds.")
+    @click.option("--message", help="With fail: the error to record.")
+    @click.option(
+        "--in", "in_seconds", type=float, help="With reschedule: run this many seconds from now."
+    )
+    @click.option("--priority", type=int, help="With reschedule: the new priority.")
+    def command(
+        job_ids: tuple[int, ...],
+        database_url: str,
+        schema: str,
+        force: bool,
+        message: str | None,
+        in_seconds: float | None,
+        priority: int | None,
+    ) -> None:
+        from sqla_pgjobs.admin import act
+        from sqla_pgjobs.admin import in_seconds as later
+
+        engine = _engine(database_url, schema)
+        try:
+            with engine.begin() as connection:
+                result = act(
+                    connection,
+                    action,
+                    list(job_ids),
+                    force=force,
+                    message=message,
+                    run_at=None if in_seconds is None else later(in_seconds),
+                    priority=priority,
+                )
+        except PgJobsError as exc:
+            raise click.UsageError(str(exc)) from exc
+        except Exception as exc:
+            raise _fail(exc) from exc
+        finally:
+            engine.dispose()
+        if result.done:
+            click.echo(f"{action}: {' '.join(map(str, result.done))}")
+        if result.skipped:
+            raise click.ClickException(
+                f"not {action}: {' '.join(map(str, result.skipped))} (no such job, or a live "
+                "worker holds it: --force acts anyway)"
+            )
+
+    return command
+
+
+_job_action("retry", "Run failed or waiting jobs again now, with their attempts reset.")
+_job_action("fail", "Mark jobs failed for good (they are kept, and never run again).")
+_job_action("reschedule", "Move jobs in time (--in SECONDS) or priority (--priority).")
+_job_action("delete", "Delete jobs without running them.")

@@ -36,6 +36,8 @@ __all__ = [
     "drop_statements",
     "install",
     "install_statements",
+    "installed_version",
+    "migrate",
     "named_statements",
     "quote_identifier",
     "quote_schema",
@@ -284,3 +286,37 @@ def named_statements(filename: str, schema: str = DEFAULT_SCHEMA) -> dict[str, s
         name: _TOKEN.sub(lambda _: identifier, body.strip().rstrip(";"))
         for name, body in zip(names, bodies, strict=True)
     }
+
+
+def installed_version(connection: Connection, schema: str = DEFAULT_SCHEMA) -> int | None:
+    """The version of the job schema installed as ``schema``, or None when there is none."""
+    found = connection.execute(
+        text("SELECT pg_catalog.to_regclass(:table) IS NOT NULL"),
+        {"table": f"{quote_schema(schema)}.migrations"},
+    ).scalar_one()
+    if not found:
+        return None
+    version = connection.execute(
+        text(render("SELECT max(version) FROM app_jobs.migrations", schema))
+    ).scalar_one()
+    return int(version) if version is not None else None
+
+
+def migrate(
+    connection: Connection, schema: str = DEFAULT_SCHEMA, to_version: int = LATEST_VERSION
+) -> tuple[int | None, int]:
+    """Install the job schema, or upgrade it, to ``to_version`` (without Alembic; the same
+    SQL and the same bookkeeping as the Alembic operations). Returns (before, after)."""
+    _check_version(to_version, "to_version")
+    current = installed_version(connection, schema)
+    if current is None:
+        install(connection, schema, to_version)
+    elif current < to_version:
+        for statement in upgrade_statements(schema, current, to_version):
+            connection.execute(as_text(statement))
+    elif current > to_version:
+        raise SchemaVersionError(
+            f"the job schema {schema!r} is at version {current}, newer than {to_version}; "
+            "downgrades are Alembic's job (op.downgrade_pgjobs_schema)"
+        )
+    return current, to_version

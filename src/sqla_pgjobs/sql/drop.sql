@@ -4,7 +4,7 @@
 -- enqueue triggers on user tables, and names them: dropping the schema must never take
 -- a user's objects with it silently.
 
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 
 DO $$
 DECLARE

@@ -23,7 +23,7 @@
 
 -- Migrations of the job schema take this lock for the rest of their transaction, so two
 -- migrators running at once go one after the other (the second then sees the first's work).
-SELECT pg_catalog.pg_advisory_xact_lock(7064106277914394624);
+DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 
 CREATE SCHEMA IF NOT EXISTS app_jobs;
 
