@@ -18,7 +18,6 @@ from sqla_pgjobs.schema import LATEST_VERSION, install
 from sqla_pgjobs.testing import (
     create_database,
     drop_database,
-    postgres_server,
     unique_database_name,
 )
 from tests.helpers import SCHEMA
@@ -30,9 +29,9 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[URL]:
-    with postgres_server() as url:
-        yield url
+def server_url(pgjobs_server_url: URL) -> URL:
+    """The plugin's server (sqla_pgjobs.pytest_plugin): one per session for all fixtures."""
+    return pgjobs_server_url
 
 
 @pytest.fixture(scope="session")

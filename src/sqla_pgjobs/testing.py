@@ -1,4 +1,6 @@
-"""A real PostgreSQL for tests, with no configuration.
+"""Testing helpers: a real PostgreSQL with no configuration, and running and checking jobs
+inside tests (:func:`run_jobs`, :func:`assert_enqueued`, :func:`advance_time`). The pytest
+fixtures are in :mod:`sqla_pgjobs.pytest_plugin`.
 
 :func:`postgres_server` finds a server in this order:
 
@@ -14,28 +16,41 @@ installed (:func:`create_database` with ``template=``), which costs about 0.1 s.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import inspect
 import os
 import tempfile
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
 
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.urls import sqlalchemy_url
+from sqla_pgjobs.worker.tasks import Job
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+    from datetime import timedelta
 
     from sqlalchemy.engine import URL
 
+    from sqla_pgjobs.worker.tasks import TaskRegistry
+
 __all__ = [
     "NoPostgresError",
+    "RunReport",
+    "advance_time",
+    "assert_enqueued",
     "create_database",
     "drop_database",
     "embedded_postgres",
+    "enqueued",
     "postgres_server",
+    "run_jobs",
     "unique_database_name",
 ]
 
@@ -143,3 +158,150 @@ def drop_database(server_url: URL, name: str) -> None:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         engine.dispose()
+
+
+# --- Running and checking jobs inside tests ---------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunReport:
+    """What :func:`run_jobs` did."""
+
+    completed: list[Job] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks of the completed jobs, in the order they ran."""
+        return [job.task_identifier for job in self.completed]
+
+
+def run_jobs(
+    bind: Connection | Engine,
+    tasks: TaskRegistry,
+    *,
+    worker_id: str = "pgjobs-test-runner",
+    max_jobs: int = 10_000,
+    raise_errors: bool = False,
+) -> RunReport:
+    """Run every due job of ``tasks`` now, in this thread, and return what happened.
+
+    Jobs the handlers enqueue are run too, when due. With a Connection inside a
+    transaction (your test's), everything happens in that transaction and is rolled back
+    with it; with an Engine, each batch commits. A handler that raises fails its job as a
+    worker would (it is retried later, after the backoff), or, with ``raise_errors``,
+    the exception propagates. At most ``max_jobs`` runs: a handler that enqueues its own
+    task forever stops there.
+    """
+    from sqla_pgjobs.functions import complete_job, fail_job, get_jobs
+
+    report = RunReport()
+    names = tasks.names
+    with contextlib.ExitStack() as stack:
+        connection = bind if isinstance(bind, Connection) else stack.enter_context(bind.begin())
+        while len(report.completed) + len(report.failed) < max_jobs:
+            rows = connection.execute(get_jobs(worker_id, names, max_jobs=100)).mappings().all()
+            if not rows:
+                break
+            for row in rows:
+                job = Job.from_row(dict(row))
+                task = tasks[job.task_identifier]
+                try:
+                    result = task(job.payload, job)
+                    if inspect.isawaitable(result):
+                        asyncio.run(_await(result))
+                except Exception as exc:
+                    if raise_errors:
+                        raise
+                    error = f"{type(exc).__name__}: {exc}"
+                    connection.execute(fail_job(worker_id, job.id, error))
+                    report.failed.append((job, error))
+                else:
+                    connection.execute(complete_job(worker_id, job.id))
+                    report.completed.append(job)
+    return report
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def enqueued(bind: Connection | Engine, task: str | None = None) -> list[dict[str, Any]]:
+    """The jobs in the table (of ``task``), oldest first, as dicts."""
+    from sqlalchemy import select
+
+    from sqla_pgjobs.tables import jobs
+
+    statement = select(jobs).order_by(jobs.c.id)
+    if task is not None:
+        statement = statement.where(jobs.c.task_identifier == task)
+    with _connected(bind) as connection:
+        return [dict(row) for row in connection.execute(statement).mappings()]
+
+
+def assert_enqueued(
+    bind: Connection | Engine,
+    task: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    count: int | None = None,
+) -> list[dict[str, Any]]:
+    """Assert that jobs of ``task`` are enqueued whose payload contains ``payload`` (a
+    subset: the given keys with equal values) and whose key is ``key``; with ``count``,
+    exactly that many. Returns the matching jobs. The failure message lists what is there.
+    """
+    jobs_of_task = enqueued(bind, task)
+    matching = [
+        job
+        for job in jobs_of_task
+        if (key is None or job["key"] == key) and _contains(job["payload"], payload)
+    ]
+    if (count is None and not matching) or (count is not None and len(matching) != count):
+        wanted = f"{count if count is not None else 'some'} job(s) of task {task!r}"
+        if payload is not None:
+            wanted += f" with payload containing {dict(payload)!r}"
+        if key is not None:
+            wanted += f" with key {key!r}"
+        present = enqueued(bind)
+        listing = (
+            "\n".join(
+                f"  {j['id']}: {j['task_identifier']} {j['payload']!r} key={j['key']!r}"
+                for j in present
+            )
+            or "  (no jobs at all)"
+        )
+        raise AssertionError(f"expected {wanted}, found {len(matching)}; enqueued:\n{listing}")
+    return matching
+
+
+def _contains(payload: Any, subset: Mapping[str, Any] | None) -> bool:
+    if subset is None:
+        return True
+    return isinstance(payload, dict) and all(
+        k in payload and payload[k] == v for k, v in subset.items()
+    )
+
+
+def advance_time(bind: Connection | Engine, delta: timedelta) -> int:
+    """Move time forward for the jobs waiting to run: every unlocked job's ``run_at``
+    moves ``delta`` earlier (the database's clock cannot be moved). Returns how many."""
+    from sqlalchemy import update
+
+    from sqla_pgjobs.tables import jobs
+
+    statement = update(jobs).where(jobs.c.locked_at.is_(None)).values(run_at=jobs.c.run_at - delta)
+    with _connected(bind, write=True) as connection:
+        return int(connection.execute(statement).rowcount)
+
+
+@contextlib.contextmanager
+def _connected(bind: Connection | Engine, *, write: bool = False) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    elif write:
+        with bind.begin() as connection:
+            yield connection
+    else:
+        with bind.connect() as connection:
+            yield connection
