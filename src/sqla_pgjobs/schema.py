@@ -297,7 +297,7 @@ def installed_version(connection: Connection, schema: str = DEFAULT_SCHEMA) -> i
     if not found:
         return None
     version = connection.execute(
-        text(render("SELECT max(version) FROM app_jobs.migrations", schema))
+        as_text(render("SELECT max(version) FROM app_jobs.migrations", schema))
     ).scalar_one()
     return int(version) if version is not None else None
 
