@@ -11,6 +11,7 @@ reached, the schema is missing, ...), 2 a usage error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -18,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +27,9 @@ from sqla_pgjobs._version import __version__
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.log_format import configure_logging
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["main"]
 
@@ -67,6 +71,46 @@ def _load_registry(spec: str) -> Any:
             f"{module_name}.{attribute} must be a sqla_pgjobs TaskRegistry, found {found}"
         )
     return registry
+
+
+@contextlib.contextmanager
+def _reported(schema: str = DEFAULT_SCHEMA, *, usage: bool = False) -> Iterator[None]:
+    """Errors as click reports them: the package's refusals with their own message (exit 2
+    with ``usage``, else 1), anything else (the database is unreachable, the schema is
+    missing...) with its type and message, exit 1."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except PgJobsError as exc:
+        if usage:
+            raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        logging.getLogger("sqla_pgjobs").debug("command failed", exc_info=True)
+        message = f"{type(exc).__name__}: {exc}"
+        if getattr(exc, "sqlstate", None) in ("3F000", "42883", "42P01"):
+            message += (
+                f"\nIs the job schema installed as {schema!r}? Install it with "
+                "op.create_pgjobs_schema() in an Alembic revision, or pgjobs migrate."
+            )
+        raise click.ClickException(message) from exc
+
+
+@contextlib.contextmanager
+def _engine(database_url: str, schema: str) -> Iterator[Any]:
+    """An engine on the database, mapped to the job schema's name; disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    from sqla_pgjobs.urls import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(database_url)).execution_options(
+        schema_translate_map={"app_jobs": schema}
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -170,7 +214,7 @@ def worker(
 
     configure_logging(log_format, log_level)
     registry = _load_registry(tasks)
-    try:
+    with _reported(schema):
         runner = Worker(
             database_url,
             registry,
@@ -192,17 +236,6 @@ def worker(
             asyncio.run(_run_together(runner, scheduler, drain=drain))
         else:
             runner.run(drain=drain)
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:  # the database is unreachable, the schema missing, ...
-        logging.getLogger("sqla_pgjobs.worker").debug("worker failed", exc_info=True)
-        message = f"{type(exc).__name__}: {exc}"
-        if getattr(exc, "sqlstate", None) in ("3F000", "42883"):  # no such schema / function
-            message += (
-                f"\nIs the job schema installed as {schema!r}? Install it with "
-                "op.create_pgjobs_schema() in an Alembic revision."
-            )
-        raise click.ClickException(message) from exc
     _exit_if_handlers_still_run()
 
 
@@ -264,10 +297,8 @@ def demo(database_url: str | None, job_count: int, concurrency: int) -> None:
     """
     from sqla_pgjobs.demo import run_demo
 
-    try:
+    with _reported():
         ok = run_demo(database_url, job_count=job_count, concurrency=concurrency, echo=click.echo)
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
     if not ok:
         raise click.ClickException("the demo's summary does not add up (see above)")
 
@@ -308,7 +339,7 @@ def scheduler(
     from sqla_pgjobs.scheduler import Scheduler
 
     configure_logging(log_format, log_level)
-    try:
+    with _reported(schema):
         Scheduler(
             database_url,
             scheduler_id=scheduler_id,
@@ -318,10 +349,6 @@ def scheduler(
             max_claims=max_claims,
             listen=not no_listen,
         ).run()
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
 @main.command()
@@ -332,12 +359,8 @@ def schedules(database_url: str, schema: str, as_json: bool) -> None:
     """List the scheduled jobs with their next fire time, in each schedule's time zone."""
     from sqla_pgjobs.scheduler.listing import list_schedules
 
-    try:
+    with _reported(schema):
         entries = list_schedules(database_url, schema)
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
         for entry in entries:
             click.echo(json.dumps(entry, default=str))
@@ -390,12 +413,10 @@ def add_schedule(
     ('{"hour": 2, "minute": 0, "tz": "Europe/Paris"}'), a window or an ISO date. Times are
     in UTC unless the schedule names a "tz".
     """
-    from sqlalchemy import create_engine
 
     from sqla_pgjobs.functions import add_scheduled_job
-    from sqla_pgjobs.urls import sqlalchemy_url
 
-    try:
+    with _reported(schema, usage=True):
         statement = add_scheduled_job(
             task,
             _json_or_text(payload),
@@ -406,20 +427,8 @@ def add_schedule(
             max_attempts=max_attempts,
             priority=priority,
         )
-    except PgJobsError as exc:
-        raise click.UsageError(str(exc)) from exc
-    engine = create_engine(sqlalchemy_url(database_url)).execution_options(
-        schema_translate_map={"app_jobs": schema}
-    )
-    try:
-        with engine.begin() as connection:
-            row = connection.execute(statement).one()
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        engine.dispose()
+    with _reported(schema), _engine(database_url, schema) as engine, engine.begin() as connection:
+        row = connection.execute(statement).one()
     click.echo(f"scheduled job {row.id}: {task} at {schedule}")
 
 
@@ -437,14 +446,12 @@ def sql_command(version: int | None, schema: str, drop: bool) -> None:
     """Print the job schema's SQL, for installing it without Alembic (e.g. with psql)."""
     from sqla_pgjobs.schema import LATEST_VERSION, drop_statements, install_statements
 
-    try:
+    with _reported(schema, usage=True):
         statements = (
             drop_statements(schema)
             if drop
             else install_statements(schema, LATEST_VERSION if version is None else version)
         )
-    except PgJobsError as exc:
-        raise click.UsageError(str(exc)) from exc
     click.echo("BEGIN;\n")
     for statement in statements:
         click.echo(statement + ";\n")
@@ -467,46 +474,18 @@ def migrate(database_url: str, schema: str, to_version: int | None) -> None:
     The same SQL and version bookkeeping as the Alembic operations, so a project can move
     to Alembic later (or the other way round).
     """
-    from sqlalchemy import create_engine
-
     from sqla_pgjobs.schema import LATEST_VERSION
     from sqla_pgjobs.schema import migrate as migrate_schema
-    from sqla_pgjobs.urls import sqlalchemy_url
 
-    engine = create_engine(sqlalchemy_url(database_url))
-    try:
-        with engine.begin() as connection:
-            before, after = migrate_schema(
-                connection, schema, LATEST_VERSION if to_version is None else to_version
-            )
-    except PgJobsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        engine.dispose()
+    target = LATEST_VERSION if to_version is None else to_version
+    with _reported(schema), _engine(database_url, schema) as engine, engine.begin() as connection:
+        before, after = migrate_schema(connection, schema, target)
     if before is None:
         click.echo(f"Installed the job schema {schema!r} at version {after}.")
     elif before == after:
         click.echo(f"The job schema {schema!r} is already at version {after}.")
     else:
         click.echo(f"Upgraded the job schema {schema!r} from version {before} to {after}.")
-
-
-def _engine(database_url: str, schema: str) -> Any:
-    from sqlalchemy import create_engine
-
-    from sqla_pgjobs.urls import sqlalchemy_url
-
-    return create_engine(sqlalchemy_url(database_url)).execution_options(
-        schema_translate_map={"app_jobs": schema}
-    )
-
-
-def _fail(exc: Exception) -> click.ClickException:
-    if isinstance(exc, PgJobsError):
-        return click.ClickException(str(exc))
-    return click.ClickException(f"{type(exc).__name__}: {exc}")
 
 
 def _echo_json(value: Any) -> None:
@@ -526,15 +505,9 @@ def status(database_url: str, schema: str, as_json: bool) -> None:
     from sqla_pgjobs.admin import status as read_status
     from sqla_pgjobs.scheduler.listing import list_schedules
 
-    engine = _engine(database_url, schema)
-    try:
-        with engine.connect() as connection:
-            report = read_status(connection)
+    with _reported(schema), _engine(database_url, schema) as engine, engine.connect() as connection:
+        report = read_status(connection)
         report["schedules"] = list_schedules(database_url, schema)
-    except Exception as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
     if as_json:
         _echo_json(report)
         return
@@ -603,18 +576,14 @@ def jobs_list(
     """List jobs, in the order workers take them."""
     from sqla_pgjobs.admin import list_jobs
 
-    engine = _engine(database_url, schema)
-    try:
-        with engine.connect() as connection:
-            rows = list_jobs(
-                connection, task=task, queue=queue, tenant=tenant, state=state, key=key, limit=limit
-            )
-    except PgJobsError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except Exception as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
+    with (
+        _reported(schema, usage=True),
+        _engine(database_url, schema) as engine,
+        engine.connect() as connection,
+    ):
+        rows = list_jobs(
+            connection, task=task, queue=queue, tenant=tenant, state=state, key=key, limit=limit
+        )
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str))
@@ -637,14 +606,8 @@ def jobs_show(job_id: int, database_url: str, schema: str) -> None:
     """Everything about one job, as JSON (exit 1 if there is no such job)."""
     from sqla_pgjobs.admin import show_job
 
-    engine = _engine(database_url, schema)
-    try:
-        with engine.connect() as connection:
-            row = show_job(connection, job_id)
-    except Exception as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
+    with _reported(schema), _engine(database_url, schema) as engine, engine.connect() as connection:
+        row = show_job(connection, job_id)
     if row is None:
         raise click.ClickException(f"no job {job_id} (completed jobs are deleted)")
     _echo_json(row)
@@ -673,24 +636,20 @@ def _job_action(action: str, help_text: str) -> Any:
         from sqla_pgjobs.admin import act
         from sqla_pgjobs.admin import in_seconds as later
 
-        engine = _engine(database_url, schema)
-        try:
-            with engine.begin() as connection:
-                result = act(
-                    connection,
-                    action,
-                    list(job_ids),
-                    force=force,
-                    message=message,
-                    run_at=None if in_seconds is None else later(in_seconds),
-                    priority=priority,
-                )
-        except PgJobsError as exc:
-            raise click.UsageError(str(exc)) from exc
-        except Exception as exc:
-            raise _fail(exc) from exc
-        finally:
-            engine.dispose()
+        with (
+            _reported(schema, usage=True),
+            _engine(database_url, schema) as engine,
+            engine.begin() as connection,
+        ):
+            result = act(
+                connection,
+                action,
+                list(job_ids),
+                force=force,
+                message=message,
+                run_at=None if in_seconds is None else later(in_seconds),
+                priority=priority,
+            )
         if result.done:
             click.echo(f"{action}: {' '.join(map(str, result.done))}")
         if result.skipped:
