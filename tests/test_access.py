@@ -78,6 +78,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "heartbeat",
     "next_run_at",
     "recover_jobs",
+    "worker_cycle",
     "get_scheduled_job",
     "get_scheduled_jobs",
     "renew_scheduled_jobs",

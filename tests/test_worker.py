@@ -347,8 +347,9 @@ def test_worker_reconnects_when_its_connections_are_terminated(
     worker = make_worker(database_url, tasks, concurrency=4)
     enqueue(jobs, pgjobs.add_jobs([JobSpec("count", {"i": i}) for i in range(1000)]))
     background(worker)
-    for _ in range(3):
-        wait_for(lambda: len(runs) > 100, timeout=20)
+    for round_ in range(3):
+        # Progress since the last termination: the worker is connected again, and busy.
+        wait_for(lambda: len(runs) > 100 * (round_ + 1), timeout=20)
         with jobs.connect() as connection:
             terminated = connection.execute(
                 text(

@@ -2,20 +2,18 @@
 -- through psycopg directly: the worker's hot path skips SQLAlchemy's per-statement cost.
 -- Parameters use psycopg's %(name)s style.
 
--- name: get_jobs
-SELECT * FROM app_jobs.get_jobs(%(worker_id)s, %(task_identifiers)s, %(job_expiry)s, %(max_jobs)s);
-
--- name: complete_jobs
-SELECT id FROM app_jobs.complete_job_batch(%(worker_id)s, %(job_ids)s);
-
--- name: fail_jobs
-SELECT id FROM app_jobs.fail_job_batch(%(worker_id)s, %(job_ids)s, %(error_messages)s);
+-- name: cycle
+-- One row per job taken (columns of app_jobs.jobs, in order), or one row with NULL job
+-- columns when none was; completed, failed, next_run_at and now repeat on every row.
+SELECT c.completed, c.failed, c.next_run_at, c.now, j.*
+  FROM app_jobs.worker_cycle(%(worker_id)s, %(completed_ids)s, %(failed_ids)s,
+                             %(error_messages)s, %(task_identifiers)s, %(job_expiry)s,
+                             %(max_jobs)s) AS c
+  LEFT JOIN LATERAL unnest(c.taken) WITH ORDINALITY AS j ON true
+ ORDER BY j.ordinality;
 
 -- name: heartbeat
 SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s);
-
--- name: next_run_at
-SELECT app_jobs.next_run_at(%(task_identifiers)s) AS next_run_at, now() AS now;
 
 -- name: release_jobs
 SELECT app_jobs.release_jobs(%(worker_id)s, %(keep_job_ids)s);

@@ -13,11 +13,8 @@ __all__ = ["Queries"]
 class Queries:
     """The worker's statements for one schema name, ready for psycopg."""
 
-    get_jobs: str
-    complete_jobs: str
-    fail_jobs: str
+    cycle: str
     heartbeat: str
-    next_run_at: str
     release_jobs: str
 
     @classmethod

@@ -1,10 +1,19 @@
 """The worker: takes jobs from PostgreSQL and runs their handlers.
 
 One asyncio loop does the bookkeeping; ``async`` handlers run on it, plain ones in a pool
-of threads. The worker holds two connections: one for its statements (taking jobs in
-batches, completing and failing them in batches, heartbeats) and one that LISTENs for
-``jobs:insert`` (none in poll-only mode). It never takes more jobs than it has free slots,
-so a job it holds is a job that is running or about to.
+of threads. The worker holds two connections: one for its statements and one that LISTENs
+for ``jobs:insert`` (none in poll-only mode).
+
+The cycle: one statement (``worker_cycle``: one round trip, one transaction) reports the
+jobs finished since the last cycle and takes more. Only one cycle is in flight; whatever
+finishes meanwhile goes into the next, so batches grow with the load by themselves and a
+busy worker pays one commit for many jobs.
+
+Prefetch: besides the jobs running in its ``concurrency`` slots, the worker holds up to
+``prefetch`` taken jobs ready to start the moment a slot frees, but only as many as it
+expects to start within ``PREFETCH_HORIZON`` (from the run times of its recent jobs). Short
+jobs then never wait for a round trip, and a worker busy with long jobs holds none that
+another worker could run sooner.
 
 Waking up: a NOTIFY wakes it at once; otherwise it sleeps until the earliest time a job
 could be taken (``next_run_at``: a delayed job or a retry falling due, or a silent
@@ -24,6 +33,7 @@ does run kept).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -66,6 +76,10 @@ log = logging.getLogger("sqla_pgjobs.worker")
 # When a job is due but get_jobs gave none (its queue is busy), look again after this
 # long at most: queue releases send no NOTIFY.
 _BLOCKED_RETRY = 1.0
+# A prefetched job should start within about this long (see the module doc).
+PREFETCH_HORIZON = 0.01
+# Weight of the newest run time in the running average that sizes the prefetch.
+_DURATION_WEIGHT = 0.1
 # Longest error text stored in last_error (tracebacks can be huge).
 _MAX_ERROR = 8000
 
@@ -105,7 +119,9 @@ class Worker:
     :class:`~sqlalchemy.engine.Engine` whose URL is used. The worker opens connections of its
     own, outside any pool.
 
-    :param concurrency: jobs run at the same time (and the most jobs held).
+    :param concurrency: jobs run at the same time.
+    :param prefetch: the most jobs held beyond the running ones, ready to start when a
+        slot frees (see the module doc); 0 takes jobs only for free slots.
     :param poll_interval: the longest sleep without a NOTIFY (all a poll-only worker has).
     :param listen: LISTEN for new jobs; turn off behind PgBouncer in transaction mode.
     :param heartbeat_timeout: how long this worker may stay silent before others take its
@@ -123,6 +139,7 @@ class Worker:
         tasks: TaskRegistry,
         *,
         concurrency: int = 10,
+        prefetch: int = 100,
         worker_id: str | None = None,
         schema: str = DEFAULT_SCHEMA,
         poll_interval: float | timedelta = 10.0,
@@ -142,6 +159,7 @@ class Worker:
         self.concurrency = int(
             check.check_positive("concurrency", concurrency, optional=False) or 1
         )
+        self.prefetch = int(check.check_count("prefetch", prefetch) or 0)
         self.worker_id = check.check_worker_id(worker_id or _default_worker_id())
         self.schema = validate_schema_name(schema)
         self.poll_interval = seconds("poll_interval", poll_interval)
@@ -225,7 +243,8 @@ class Worker:
 
 
 class _Run:
-    """One run of a worker: its connections, running jobs and unacknowledged results."""
+    """One run of a worker: its connections, running and prefetched jobs, and the results
+    not yet reported."""
 
     def __init__(self, worker: Worker, *, drain: bool) -> None:
         self.worker = worker
@@ -236,6 +255,10 @@ class _Run:
         self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self.db_lock = asyncio.Lock()
         self.running: dict[int, asyncio.Task[None]] = {}
+        # Taken, waiting for a slot (see the module doc on prefetch).
+        self.prefetched: collections.deque[Job] = collections.deque()
+        # Running average of handler run times, in seconds (None until a job has run).
+        self.average_duration: float | None = None
         self.completed: list[int] = []
         self.failed: list[tuple[int, str]] = []
         self.executor = ThreadPoolExecutor(
@@ -306,7 +329,8 @@ class _Run:
             await self.flush()
         # Whatever this worker still holds goes back, with its attempt refunded (plain
         # handlers past the timeout cannot be stopped: their jobs go back too).
-        held = sorted(set(unfinished) | set(self.running))
+        held = sorted(set(unfinished) | set(self.running) | {job.id for job in self.prefetched})
+        self.prefetched.clear()
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.sql(
                 self.q.release_jobs,
@@ -383,8 +407,10 @@ class _Run:
         self.reconciled = False
 
     async def _reconcile(self) -> None:
-        """After a reconnect: give back jobs a lost get_jobs answer may have handed us."""
+        """After a reconnect (or after being given up for dead): give back the jobs a lost
+        answer may have handed us, and the prefetched ones, which may have been taken over."""
         await self.flush()
+        self.prefetched.clear()
         keep = list(self.running)
         await self.sql(
             self.q.release_jobs, {"worker_id": self.worker.worker_id, "keep_job_ids": keep}
@@ -415,31 +441,44 @@ class _Run:
     async def take_jobs(self) -> None:
         worker = self.worker
         while not worker._stopping.is_set():
-            free = worker.concurrency - len(self.running)
-            if free <= 0 and not self.has_results():
+            wanted = self.room()
+            if wanted <= 0 and not self.has_results():
                 await self._wait(worker.poll_interval)
                 continue
             if not self.reconciled:
                 await self._reconcile()
             self.wake.clear()
             self.slot_freed.clear()
-            rows = await self.cycle(max_jobs=free)
-            for row in rows:
-                self.start(Job.from_row(row))
-            if free <= 0 or len(rows) == free:
-                continue  # maybe more are due: take again as soon as a slot frees
-            wait, due = await self.sleep_time(got_jobs=bool(rows))
-            if self.drain and not due and not rows and not self.running and not self.has_results():
+            taken, next_run_at = await self.cycle(max_jobs=max(wanted, 0))
+            self.prefetched.extend(taken)
+            self.start_prefetched()
+            if wanted <= 0 or len(taken) == wanted:
+                continue  # maybe more are due: take again as soon as there is room
+            wait, due = self.sleep_time(next_run_at, got_jobs=bool(taken))
+            if self.drain and not due and not taken and not self.holds_jobs():
                 return
             await self._wait(wait)
 
-    async def sleep_time(self, *, got_jobs: bool) -> tuple[float, bool]:
-        """How long to sleep (at most poll_interval), and whether a job is due now."""
-        [row] = await self.sql(self.q.next_run_at, {"task_identifiers": self.worker._task_filter})
-        next_run_at: datetime | None = row["next_run_at"]
+    def room(self) -> int:
+        """How many jobs to take: free slots, plus the prefetch the recent run times allow."""
+        worker = self.worker
+        prefetch = 0
+        if worker.prefetch and self.average_duration is not None:
+            expected = worker.concurrency * PREFETCH_HORIZON / max(self.average_duration, 1e-6)
+            prefetch = min(worker.prefetch, int(expected))
+        return worker.concurrency + prefetch - len(self.running) - len(self.prefetched)
+
+    def holds_jobs(self) -> bool:
+        return bool(self.running or self.prefetched or self.has_results())
+
+    def sleep_time(
+        self, next_run_at: tuple[datetime, datetime] | None, *, got_jobs: bool
+    ) -> tuple[float, bool]:
+        """How long to sleep (at most poll_interval), and whether a job is due now, from
+        ``(next_run_at, now)`` as the last cycle saw them (None: no job to wait for)."""
         if next_run_at is None:
             return self.worker.poll_interval, False
-        seconds = (next_run_at - row["now"]).total_seconds()
+        seconds = (next_run_at[0] - next_run_at[1]).total_seconds()
         if seconds <= 0:
             # Due, yet not given to us: its queue is busy (or another worker was quicker).
             return (0.0 if got_jobs else min(_BLOCKED_RETRY, self.worker.poll_interval)), True
@@ -459,27 +498,30 @@ class _Run:
 
     # --- Running jobs -------------------------------------------------------------------------
 
-    def start(self, job: Job) -> None:
-        self.running[job.id] = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
+    def start_prefetched(self) -> None:
+        """Start prefetched jobs in the free slots (none once stopping)."""
+        while (
+            self.prefetched
+            and len(self.running) < self.worker.concurrency
+            and not self.worker._stopping.is_set()
+        ):
+            job = self.prefetched.popleft()
+            self.running[job.id] = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
 
     async def run_job(self, job: Job) -> None:
         worker = self.worker
         task = worker.tasks.get(job.task_identifier)
-        fields = {
-            "worker_id": worker.worker_id,
-            "job_id": job.id,
-            "task": job.task_identifier,
-            "attempt": job.attempts,
-            "max_attempts": job.max_attempts,
-        }
-        log.info(
-            "job %d (%s) started, attempt %d of %d",
-            job.id,
-            job.task_identifier,
-            job.attempts,
-            job.max_attempts,
-            extra=fields,
-        )
+        # Log records cost more than a no-op job: build them only when they are wanted.
+        logs = log.isEnabledFor(logging.INFO)
+        if logs:
+            log.info(
+                "job %d (%s) started, attempt %d of %d",
+                job.id,
+                job.task_identifier,
+                job.attempts,
+                job.max_attempts,
+                extra=self._log_fields(job),
+            )
         started = time.monotonic()
         error: str | None = None
         try:
@@ -495,33 +537,52 @@ class _Run:
             raise
         except BaseException as exc:
             error = _error_text(exc)
-        duration_ms = round((time.monotonic() - started) * 1000, 3)
+        duration = time.monotonic() - started
+        average = self.average_duration
+        self.average_duration = (
+            duration if average is None else average + _DURATION_WEIGHT * (duration - average)
+        )
         if error is None:
             self.completed.append(job.id)
-            log.info(
-                "job %d (%s) completed in %.1f ms",
-                job.id,
-                job.task_identifier,
-                duration_ms,
-                extra={**fields, "duration_ms": duration_ms, "outcome": "completed"},
-            )
+            if logs:
+                log.info(
+                    "job %d (%s) completed in %.1f ms",
+                    job.id,
+                    job.task_identifier,
+                    duration * 1000,
+                    extra={
+                        **self._log_fields(job),
+                        "duration_ms": round(duration * 1000, 3),
+                        "outcome": "completed",
+                    },
+                )
         else:
             self.failed.append((job.id, error))
             log.warning(
                 "job %d (%s) failed in %.1f ms: %s",
                 job.id,
                 job.task_identifier,
-                duration_ms,
+                duration * 1000,
                 error.split("\n", 1)[0],
                 extra={
-                    **fields,
-                    "duration_ms": duration_ms,
+                    **self._log_fields(job),
+                    "duration_ms": round(duration * 1000, 3),
                     "outcome": "failed",
                     "will_retry": job.attempts < job.max_attempts,
                 },
             )
         self.running.pop(job.id, None)
+        self.start_prefetched()
         self.slot_freed.set()
+
+    def _log_fields(self, job: Job) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker.worker_id,
+            "job_id": job.id,
+            "task": job.task_identifier,
+            "attempt": job.attempts,
+            "max_attempts": job.max_attempts,
+        }
 
     async def call(self, task: Task, job: Job) -> None:
         timeout = task.timeout.total_seconds() if task.timeout is not None else None
@@ -556,53 +617,36 @@ class _Run:
     def has_results(self) -> bool:
         return bool(self.completed or self.failed)
 
-    async def cycle(self, *, max_jobs: int) -> list[dict[str, Any]]:
+    async def cycle(self, *, max_jobs: int) -> tuple[list[Job], tuple[datetime, datetime] | None]:
         """Report the results gathered so far and take up to ``max_jobs`` jobs, in one
-        transaction and one round trip (psycopg pipeline): whatever the batch sizes, a
-        cycle costs one commit."""
+        statement (``worker_cycle``: one round trip, one transaction). Returns the jobs
+        taken and, when fewer than ``max_jobs`` were, ``(next_run_at, now)`` as the
+        database saw them (None when no job is waiting at all)."""
         worker = self.worker
         completed, failed = self.completed, self.failed
         self.completed, self.failed = [], []
+        params = {
+            "worker_id": worker.worker_id,
+            "completed_ids": completed,
+            "failed_ids": [job_id for job_id, _ in failed],
+            "error_messages": [error for _, error in failed],
+            "task_identifiers": worker._task_filter,
+            "job_expiry": timedelta(seconds=worker.job_expiry),
+            "max_jobs": max_jobs,
+        }
         delay = RECONNECT_FIRST
         retried = False
         while True:
             try:
                 async with self.db_lock:
                     connection = await self._connection()
-                    async with connection.pipeline(), connection.transaction():
-                        done = fails = taken = None
-                        if completed:
-                            done = await connection.execute(
-                                self.q.complete_jobs,
-                                {"worker_id": worker.worker_id, "job_ids": completed},
-                            )
-                        if failed:
-                            fails = await connection.execute(
-                                self.q.fail_jobs,
-                                {
-                                    "worker_id": worker.worker_id,
-                                    "job_ids": [job_id for job_id, _ in failed],
-                                    "error_messages": [error for _, error in failed],
-                                },
-                            )
-                        if max_jobs > 0:
-                            taken = await connection.execute(
-                                self.q.get_jobs,
-                                {
-                                    "worker_id": worker.worker_id,
-                                    "task_identifiers": worker._task_filter,
-                                    "job_expiry": timedelta(seconds=worker.job_expiry),
-                                    "max_jobs": max_jobs,
-                                },
-                            )
-                    acknowledged = len(await done.fetchall()) if done else 0
-                    failed_acknowledged = len(await fails.fetchall()) if fails else 0
-                    rows = await taken.fetchall() if taken else []
+                    cursor = await connection.execute(self.q.cycle, params)
+                    rows = await cursor.fetchall()
                 break
             except CONNECTION_ERRORS as exc:
-                # Nothing of the transaction is known to have happened: send it all again
-                # (completing and failing jobs twice is harmless; a lost get_jobs answer is
-                # put right by _reconcile).
+                # Nothing of the statement is known to have happened: send it all again
+                # (completing and failing jobs twice is harmless; a lost answer's jobs are
+                # given back by _reconcile).
                 await self._lost_connection(exc)
                 await self._sleep(delay)
                 delay = next_delay(delay)
@@ -610,9 +654,10 @@ class _Run:
             except BaseException:
                 self.completed, self.failed = completed + self.completed, failed + self.failed
                 raise
-        worker.stats.completed += acknowledged
-        worker.stats.failed += failed_acknowledged
-        missing = len(completed) - acknowledged + len(failed) - failed_acknowledged
+        first = rows[0]
+        worker.stats.completed += first["completed"]
+        worker.stats.failed += first["failed"]
+        missing = len(completed) - first["completed"] + len(failed) - first["failed"]
         if missing and retried:
             # The attempt lost with the connection may have committed them: not news.
             log.info(
@@ -623,7 +668,9 @@ class _Run:
             )
         else:
             self._report_lost(missing)
-        return rows
+        taken = [Job.from_row(row) for row in rows if row["id"] is not None]
+        next_run_at = first["next_run_at"]
+        return taken, (None if next_run_at is None else (next_run_at, first["now"]))
 
     async def flush(self) -> None:
         """Report the results gathered so far, taking no job."""
