@@ -43,7 +43,6 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -65,6 +64,7 @@ from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 from sqla_pgjobs.worker.queries import Queries
 from sqla_pgjobs.worker.tasks import Job, Task, TaskRegistry
+from sqla_pgjobs.worker.threads import HandlerThreads, Outcome
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -80,6 +80,9 @@ _BLOCKED_RETRY = 1.0
 PREFETCH_HORIZON = 0.01
 # Weight of the newest run time in the running average that sizes the prefetch.
 _DURATION_WEIGHT = 0.1
+# A finished job is reported within about this long while other jobs are running (at once
+# when none is), so that results travel in batches too.
+REPORT_DELAY = 0.05
 # Longest error text stored in last_error (tracebacks can be huge).
 _MAX_ERROR = 8000
 
@@ -254,15 +257,18 @@ class _Run:
         self.slot_freed = asyncio.Event()
         self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self.db_lock = asyncio.Lock()
-        self.running: dict[int, asyncio.Task[None]] = {}
+        # The jobs running: a task for async handlers, a future the handler threads resolve
+        # for plain ones.
+        self.running: dict[int, asyncio.Future[None]] = {}
         # Taken, waiting for a slot (see the module doc on prefetch).
         self.prefetched: collections.deque[Job] = collections.deque()
         # Running average of handler run times, in seconds (None until a job has run).
         self.average_duration: float | None = None
         self.completed: list[int] = []
         self.failed: list[tuple[int, str]] = []
-        self.executor = ThreadPoolExecutor(
-            max_workers=worker.concurrency, thread_name_prefix="pgjobs-handler"
+        self.results_since = 0.0  # when the oldest unreported result came in (monotonic)
+        self.threads = HandlerThreads(
+            asyncio.get_running_loop(), worker.concurrency, self.on_outcomes
         )
         self.helpers: list[asyncio.Task[None]] = []
         # False after a reconnect, until jobs a lost answer may have handed over are given back.
@@ -355,7 +361,7 @@ class _Run:
         )
 
     async def _close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.threads.close()
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
@@ -441,10 +447,10 @@ class _Run:
     async def take_jobs(self) -> None:
         worker = self.worker
         while not worker._stopping.is_set():
-            wanted = self.room()
-            if wanted <= 0 and not self.has_results():
-                await self._wait(worker.poll_interval)
+            if not self.cycle_due():
+                await self._wait(REPORT_DELAY if self.has_results() else worker.poll_interval)
                 continue
+            wanted = self.room()
             if not self.reconciled:
                 await self._reconcile()
             self.wake.clear()
@@ -459,14 +465,33 @@ class _Run:
                 return
             await self._wait(wait)
 
-    def room(self) -> int:
-        """How many jobs to take: free slots, plus the prefetch the recent run times allow."""
+    def cycle_due(self) -> bool:
+        """Whether to cycle now. Taking waits until the prefetched jobs are down to half
+        their target (with no prefetch: until a slot is free), so that one commit serves
+        many jobs; reporting waits at most REPORT_DELAY."""
+        if self.room() > 0 and 2 * len(self.prefetched) <= self.prefetch_target():
+            return True
+        return self.has_results() and (
+            not self.running or time.monotonic() - self.results_since >= REPORT_DELAY
+        )
+
+    def prefetch_target(self) -> int:
+        """How many jobs to hold beyond the running ones: as many as should start within
+        PREFETCH_HORIZON at the recent run times, at most ``prefetch``."""
         worker = self.worker
-        prefetch = 0
-        if worker.prefetch and self.average_duration is not None:
-            expected = worker.concurrency * PREFETCH_HORIZON / max(self.average_duration, 1e-6)
-            prefetch = min(worker.prefetch, int(expected))
-        return worker.concurrency + prefetch - len(self.running) - len(self.prefetched)
+        if not worker.prefetch or self.average_duration is None:
+            return 0
+        expected = worker.concurrency * PREFETCH_HORIZON / max(self.average_duration, 1e-6)
+        return min(worker.prefetch, int(expected))
+
+    def room(self) -> int:
+        """How many jobs to take: free slots, plus the prefetch target."""
+        return (
+            self.worker.concurrency
+            + self.prefetch_target()
+            - len(self.running)
+            - len(self.prefetched)
+        )
 
     def holds_jobs(self) -> bool:
         return bool(self.running or self.prefetched or self.has_results())
@@ -505,15 +530,12 @@ class _Run:
             and len(self.running) < self.worker.concurrency
             and not self.worker._stopping.is_set()
         ):
-            job = self.prefetched.popleft()
-            self.running[job.id] = asyncio.create_task(self.run_job(job), name=f"job-{job.id}")
+            self.start(self.prefetched.popleft())
 
-    async def run_job(self, job: Job) -> None:
-        worker = self.worker
-        task = worker.tasks.get(job.task_identifier)
+    def start(self, job: Job) -> None:
+        task = self.worker.tasks.get(job.task_identifier)
         # Log records cost more than a no-op job: build them only when they are wanted.
-        logs = log.isEnabledFor(logging.INFO)
-        if logs:
+        if log.isEnabledFor(logging.INFO):
             log.info(
                 "job %d (%s) started, attempt %d of %d",
                 job.id,
@@ -522,29 +544,82 @@ class _Run:
                 job.max_attempts,
                 extra=self._log_fields(job),
             )
+        if task is None or task.is_async:
+            self.running[job.id] = asyncio.create_task(
+                self.run_async(job, task), name=f"job-{job.id}"
+            )
+            return
+        running = self.running[job.id] = asyncio.get_running_loop().create_future()
+        if task.timeout is not None:
+            timeout = task.timeout.total_seconds()
+            warning = asyncio.get_running_loop().call_later(
+                timeout, self._over_timeout, job, timeout
+            )
+            running.add_done_callback(lambda _: warning.cancel())
+        self.threads.submit(job, task)
+
+    async def run_async(self, job: Job, task: Task | None) -> None:
         started = time.monotonic()
-        error: str | None = None
+        error: BaseException | None = None
         try:
             if task is None:
                 raise LookupError(
                     f"no handler for task {job.task_identifier!r} in this worker "
-                    f"(it has: {', '.join(worker.tasks.names) or 'none'})"
+                    f"(it has: {', '.join(self.worker.tasks.names) or 'none'})"
                 )
-            await self.call(task, job)
+            timeout = task.timeout.total_seconds() if task.timeout is not None else None
+            await asyncio.wait_for(task(job.payload, job), timeout=timeout)
         except asyncio.CancelledError:
             # Stopping: the job is released with its attempt refunded, not failed.
             self.running.pop(job.id, None)
             raise
         except BaseException as exc:
-            error = _error_text(exc)
-        duration = time.monotonic() - started
+            error = exc
+        self.finish(job, error, time.monotonic() - started)
+
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Plain handlers' outcomes, delivered by the handler threads."""
+        for outcome in outcomes:
+            job = outcome.job
+            running = self.running.get(job.id)
+            if running is None or running.done():
+                continue  # given up while stopping: the job has been released
+            task = self.worker.tasks.get(job.task_identifier)
+            error = outcome.error
+            if (
+                error is None
+                and task is not None
+                and task.timeout is not None
+                and outcome.duration > task.timeout.total_seconds()
+            ):
+                error = TimeoutError(
+                    f"the handler ran {outcome.duration:.1f} s, "
+                    f"over its {task.timeout.total_seconds():g} s timeout"
+                )
+            running.set_result(None)
+            self.finish(job, error, outcome.duration)
+
+    def _over_timeout(self, job: Job, timeout: float) -> None:
+        log.warning(
+            "job %d (%s) is over its %g s timeout; a plain function cannot be "
+            "stopped, so the job keeps its slot until it returns and then fails",
+            job.id,
+            job.task_identifier,
+            timeout,
+            extra={"worker_id": self.worker.worker_id, "job_id": job.id},
+        )
+
+    def finish(self, job: Job, exc: BaseException | None, duration: float) -> None:
+        """Record how a job ended, free its slot and start the next prefetched job."""
         average = self.average_duration
         self.average_duration = (
             duration if average is None else average + _DURATION_WEIGHT * (duration - average)
         )
-        if error is None:
+        if not self.has_results():
+            self.results_since = time.monotonic()
+        if exc is None:
             self.completed.append(job.id)
-            if logs:
+            if log.isEnabledFor(logging.INFO):
                 log.info(
                     "job %d (%s) completed in %.1f ms",
                     job.id,
@@ -557,6 +632,7 @@ class _Run:
                     },
                 )
         else:
+            error = _error_text(exc)
             self.failed.append((job.id, error))
             log.warning(
                 "job %d (%s) failed in %.1f ms: %s",
@@ -583,34 +659,6 @@ class _Run:
             "attempt": job.attempts,
             "max_attempts": job.max_attempts,
         }
-
-    async def call(self, task: Task, job: Job) -> None:
-        timeout = task.timeout.total_seconds() if task.timeout is not None else None
-        if task.is_async:
-            await asyncio.wait_for(task(job.payload, job), timeout=timeout)
-            return
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        future = loop.run_in_executor(self.executor, task, job.payload, job)
-        if timeout is None:
-            await future
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
-        except TimeoutError:
-            log.warning(
-                "job %d (%s) is over its %g s timeout; a plain function cannot be "
-                "stopped, so the job keeps its slot until it returns and then fails",
-                job.id,
-                job.task_identifier,
-                timeout,
-                extra={"worker_id": self.worker.worker_id, "job_id": job.id},
-            )
-            await future
-            raise TimeoutError(
-                f"the handler ran {time.monotonic() - started:.1f} s, "
-                f"over its {timeout:g} s timeout"
-            ) from None
 
     # --- Reporting results and taking jobs ------------------------------------------------------
 
