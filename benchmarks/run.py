@@ -2,12 +2,14 @@
 
     python benchmarks/run.py                         # an embedded PostgreSQL (pgserver)
     python benchmarks/run.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+    python benchmarks/run.py --quick                 # a smoke run with tiny counts
 
-Each workload runs in a fresh database with the job schema installed, three times; the
-medians are reported, and each figure as a ratio to its baseline measured in the same run:
-our own SQL driven the way the seed's Node worker drives it (one ``get_job`` and one
-``complete_job`` round trip per job; one ``add_job`` per transaction). Results print as a
-table and are saved as JSON under ``benchmarks/results/``. See ``benchmarks/README.md``.
+Each workload runs in a fresh database with the job schema installed, ``--runs`` times
+(3 by default); the medians are reported, and each figure as a ratio to its baseline
+measured in the same run: our own SQL driven the way the seed's Node worker drives it (one
+``get_job`` and one ``complete_job`` round trip per job; one ``add_job`` per transaction).
+Results print as a table and are saved as JSON under ``benchmarks/results/``. See
+``benchmarks/README.md`` for the method and the latest results.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import platform
+import resource
 import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,10 +47,27 @@ from sqla_pgjobs.worker import TaskRegistry, Worker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from multiprocessing.synchronize import Event
 
     from sqlalchemy.engine import URL
 
-RUNS = 3
+# Children are started afresh (not forked from a process holding connections).
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class Counts:
+    one_by_one: int = 2_000
+    bulk: int = 50_000
+    drain: int = 50_000
+    latency: int = 1_000
+    dead: int = 200_000
+    live: int = 20_000
+    memory: tuple[int, int] = (10_000, 50_000)
+
+    @classmethod
+    def quick(cls) -> Counts:
+        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000))
 
 
 @contextlib.contextmanager
@@ -66,17 +88,46 @@ def libpq(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def fill(url: URL, count: int) -> None:
+def fill(url: URL, count: int, *, dead: int = 0, deleted: int = 0) -> None:
+    """``count`` runnable no-op jobs; ``dead`` ones whose attempts are used up; and the
+    dead tuples of ``deleted`` completed jobs that no vacuum has removed yet."""
     engine = create_engine(url)
     with engine.begin() as connection:
         for start in range(0, count, 10_000):
             connection.execute(add_jobs(JobSpec("noop") for _ in range(min(10_000, count - start))))
     engine.dispose()
     with psycopg.connect(libpq(url), autocommit=True) as connection:
+        if dead:
+            connection.execute(
+                render(
+                    "INSERT INTO app_jobs.jobs (task_identifier, attempts, max_attempts,"
+                    " last_error) SELECT 'noop', 1, 1, 'failed for good'"
+                    " FROM generate_series(1, %s)"
+                ),
+                [dead],
+            )
         connection.execute("VACUUM ANALYZE")
+        if deleted:
+            connection.execute(
+                render(
+                    "WITH j AS (INSERT INTO app_jobs.jobs (task_identifier, run_at)"
+                    " SELECT 'noop', now() - interval '1 hour' FROM generate_series(1, %s)"
+                    " RETURNING id) DELETE FROM app_jobs.jobs WHERE id IN (SELECT id FROM j)"
+                ),
+                [deleted],
+            )
 
 
-# --- Workloads: each returns jobs per second -------------------------------------------------
+def remaining(url: URL) -> int:
+    with psycopg.connect(libpq(url)) as connection:
+        row = connection.execute(
+            render("SELECT count(*) FROM app_jobs.jobs WHERE attempts < max_attempts")
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+# --- Enqueueing: each returns jobs per second ------------------------------------------------
 
 
 def seed_enqueue_one_per_transaction(url: URL, count: int) -> float:
@@ -119,88 +170,217 @@ def bulk_enqueue(url: URL, count: int) -> float:
     started = time.perf_counter()
     with engine.begin() as connection:
         for start in range(0, count, 10_000):
-            connection.execute(add_jobs(specs[start : start + 10_000]))
+            connection.execute(add_jobs(specs[start : start + 10_000], returning=False))
     elapsed = time.perf_counter() - started
     engine.dispose()
     return count / elapsed
 
 
-def seed_drain(url: URL, count: int) -> float:
-    fill(url, count)
+# --- Draining: worker processes ------------------------------------------------------------
+
+
+def noop(payload: Any) -> None:
+    return None
+
+
+def _seed_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """The seed's Node worker: per connection, get_job then complete_job, one job at a time."""
     get = render("SELECT id FROM app_jobs.get_job(%s, %s::text[])")
     complete = render("SELECT id FROM app_jobs.complete_job(%s, %s)")
-    done = 0
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
-        started = time.perf_counter()
-        while True:
-            row = connection.execute(get, ["seed-worker", ["noop"]]).fetchone()
-            if row is None or row[0] is None:
-                break
-            connection.execute(complete, ["seed-worker", row[0]])
-            done += 1
-        return done / (time.perf_counter() - started)
+    done = [0] * connections
+
+    def loop(number: int) -> None:
+        worker_id = f"seed-{multiprocessing.current_process().pid}-{number}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+            connected.wait()
+            go.wait()
+            while True:
+                row = connection.execute(get, [worker_id, ["noop"]]).fetchone()
+                if row is None or row[0] is None:
+                    return
+                connection.execute(complete, [worker_id, row[0]])
+                done[number] += 1
+
+    connected = threading.Barrier(connections + 1)
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    connected.wait()
+    ready.set()
+    for thread in threads:
+        thread.join()
+    out.put((sum(done), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
-def worker_drain(url: URL, count: int, concurrency: int = 10) -> float:
-    fill(url, count)
+def _worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """A sqla-pgjobs worker with default settings and a plain no-op handler."""
+    del connections
     tasks = TaskRegistry()
-    tasks.add("noop", lambda payload: None)
+    tasks.add("noop", noop)
+    worker = Worker(url, tasks)
+    ready.set()
+    go.wait()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+@dataclass
+class DrainResult:
+    jobs_per_second: float
+    peak_rss_mib: list[float] = field(default_factory=list)
+
+
+def drain(
+    url: URL,
+    target: Callable[[str, int, Event, Event, Any], None],
+    *,
+    processes: int,
+    connections: int = 1,
+) -> DrainResult:
+    """Start ``processes`` children running ``target``, let them go at once, and time
+    them until every one has found nothing left to do."""
+    out = SPAWN.Queue()
+    readies = [SPAWN.Event() for _ in range(processes)]
+    go = SPAWN.Event()
+    children = [
+        SPAWN.Process(target=target, args=(libpq(url), connections, ready, go, out))
+        for ready in readies
+    ]
+    for child in children:
+        child.start()
+    for ready in readies:
+        if not ready.wait(60):
+            raise RuntimeError("a benchmark process did not start within 60 s")
     started = time.perf_counter()
-    stats = Worker(url, tasks, concurrency=concurrency).run(
-        drain=True, install_signal_handlers=False
-    )
-    return stats.processed / (time.perf_counter() - started)
+    go.set()
+    reports = [out.get(timeout=600) for _ in children]
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.join()
+    if left := remaining(url):
+        raise RuntimeError(f"{left} job(s) left after the drain")
+    processed = sum(count for count, _ in reports)
+    return DrainResult(processed / elapsed, [round(rss / 1024, 1) for _, rss in reports])
 
 
-def latency(url: URL, samples: int, poll_interval: float) -> dict[str, float]:
-    """Idle worker; sequential enqueue -> handler start, in milliseconds."""
-    tasks = TaskRegistry()
-    started = threading.Event()
-    tasks.add("ping", lambda payload: started.set())
-    worker = Worker(url, tasks, concurrency=1, poll_interval=poll_interval)
-    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
-    thread.start()
-    time.sleep(0.5)
+# --- Latency -------------------------------------------------------------------------------
+
+
+def _samples(url: URL, samples: int, started: threading.Event) -> list[float]:
+    """Sequential enqueue -> handler start, in milliseconds, after 20 for warm-up."""
     timings = []
+    statement = render("SELECT * FROM app_jobs.add_job(NULL, 'ping')")
     with psycopg.connect(libpq(url), autocommit=True) as connection:
-        statement = render("SELECT * FROM app_jobs.add_job(NULL, 'ping')")
         for i in range(samples + 20):
             started.clear()
             begin = time.perf_counter()
             connection.execute(statement)
             if not started.wait(10):
                 raise RuntimeError("a job did not start within 10 s")
-            if i >= 20:  # warm-up
+            if i >= 20:
                 timings.append((time.perf_counter() - begin) * 1000)
             time.sleep(0.002)
-    worker.stop()
-    thread.join()
-    timings.sort()
+    return timings
+
+
+def worker_latency(url: URL, samples: int) -> list[float]:
+    """An idle sqla-pgjobs worker (LISTEN; default settings)."""
+    tasks = TaskRegistry()
+    started = threading.Event()
+    tasks.add("ping", lambda payload: started.set())
+    worker = Worker(url, tasks)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    time.sleep(0.5)
+    try:
+        return _samples(url, samples, started)
+    finally:
+        worker.stop()
+        thread.join()
+
+
+def seed_latency(url: URL, samples: int) -> list[float]:
+    """The seed's Node worker: LISTEN on jobs:insert; on a notification, get_job until none."""
+    started = threading.Event()
+    stop = threading.Event()
+    get = render("SELECT id FROM app_jobs.get_job('seed-latency', NULL)")
+    complete = render("SELECT app_jobs.complete_job('seed-latency', %s)")
+
+    def loop() -> None:
+        with (
+            psycopg.connect(libpq(url), autocommit=True) as listener,
+            psycopg.connect(libpq(url), autocommit=True) as connection,
+        ):
+            listener.execute('LISTEN "jobs:insert"')
+            while not stop.is_set():
+                for _ in listener.notifies(timeout=0.2, stop_after=1):
+                    while (row := connection.execute(get).fetchone()) and row[0] is not None:
+                        started.set()
+                        connection.execute(complete, [row[0]])
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        return _samples(url, samples, started)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def percentiles(timings: list[float]) -> dict[str, float]:
+    timings = sorted(timings)
     return {
         "p50_ms": round(statistics.median(timings), 3),
-        "p95_ms": round(timings[int(len(timings) * 0.95) - 1], 3),
-        "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 3),
+        "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 3),
+        "p99_ms": round(timings[max(0, int(len(timings) * 0.99) - 1)], 3),
     }
 
 
-def median_of_runs(server: URL, workload: Callable[[URL], float]) -> tuple[float, list[float]]:
+# --- The run ---------------------------------------------------------------------------------
+
+
+def runs_of(server: URL, runs: int, workload: Callable[[URL], float]) -> list[float]:
     values = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         with fresh_database(server) as url:
             values.append(workload(url))
-    return statistics.median(values), values
+    return values
+
+
+def compare(
+    server: URL, runs: int, baseline: Callable[[URL], float], ours: Callable[[URL], float]
+) -> dict[str, Any]:
+    """Alternate baseline and ours run by run, so that a slow spell hits both."""
+    base_runs: list[float] = []
+    our_runs: list[float] = []
+    for _ in range(runs):
+        base_runs += runs_of(server, 1, baseline)
+        our_runs += runs_of(server, 1, ours)
+    base, mine = statistics.median(base_runs), statistics.median(our_runs)
+    return {
+        "baseline": _figure(base),
+        "ours": _figure(mine),
+        "ratio": round(mine / base, 2),
+        "baseline_runs": [_figure(v) for v in base_runs],
+        "ours_runs": [_figure(v) for v in our_runs],
+    }
+
+
+def _figure(value: float) -> float:
+    return round(value) if value >= 100 else round(value, 2)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain workload")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each workload")
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--only", help="run only the workloads whose name contains this")
     arguments = parser.parse_args()
-    scale = 0.02 if arguments.quick else 1.0
-    drain_jobs = max(200, int(arguments.jobs * scale))
-    one_by_one = max(100, int(2_000 * scale))
-    bulk = max(1_000, int(50_000 * scale))
+    counts = Counts.quick() if arguments.quick else Counts()
+    runs = 1 if arguments.quick else arguments.runs
 
     server_context = (
         contextlib.nullcontext(sqlalchemy.make_url(arguments.database_url))
@@ -210,61 +390,116 @@ def main() -> None:
     results: dict[str, Any] = {}
     with server_context as server:
         with create_engine(server).connect() as connection:
-            server_version = connection.exec_driver_sql("SHOW server_version").scalar()
-            fsync = connection.exec_driver_sql("SHOW fsync").scalar()
-            synchronous_commit = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
-        rows = [
+            settings = {
+                name: connection.exec_driver_sql(f"SHOW {name}").scalar()
+                for name in ("server_version", "fsync", "synchronous_commit")
+            }
+
+        def drain_rate(target: Any, processes: int, connections: int = 1) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                fill(url, counts.drain)
+                result = drain(url, target, processes=processes, connections=connections)
+                return result.jobs_per_second
+
+            return workload
+
+        def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                fill(url, counts.live, dead=dead, deleted=deleted)
+                return drain(url, _worker_process, processes=1).jobs_per_second
+
+            return workload
+
+        def latency(measure: Callable[[URL, int], list[float]]) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                timings = measure(url, counts.latency)
+                all_timings.setdefault(measure.__name__, []).extend(timings)
+                return statistics.median(timings)
+
+            return workload
+
+        all_timings: dict[str, list[float]] = {}
+        workloads: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             (
                 "enqueue, 1 per transaction (jobs/s)",
-                lambda u: seed_enqueue_one_per_transaction(u, one_by_one),
-                lambda u: session_enqueue_one_per_transaction(u, one_by_one),
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
+                    lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one),
+                ),
             ),
             (
                 "enqueue, bulk (jobs/s)",
-                lambda u: seed_enqueue_bulk(u, bulk),
-                lambda u: bulk_enqueue(u, bulk),
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: seed_enqueue_bulk(u, counts.bulk),
+                    lambda u: bulk_enqueue(u, counts.bulk),
+                ),
             ),
             (
                 "drain, 1 process (jobs/s)",
-                lambda u: seed_drain(u, drain_jobs),
-                lambda u: worker_drain(u, drain_jobs),
+                lambda: compare(
+                    server, runs, drain_rate(_seed_process, 1), drain_rate(_worker_process, 1)
+                ),
+            ),
+            (
+                "drain, 2 processes (jobs/s)",
+                lambda: compare(
+                    server, runs, drain_rate(_seed_process, 2, 4), drain_rate(_worker_process, 2)
+                ),
+            ),
+            (
+                "latency p50, idle worker (ms)",
+                lambda: compare(server, runs, latency(seed_latency), latency(worker_latency)),
+            ),
+            (
+                f"drain with {counts.dead:,} failed jobs kept, vs a clean table (jobs/s)",
+                lambda: compare(server, runs, dead_drain(), dead_drain(dead=counts.dead)),
+            ),
+            (
+                f"drain with {counts.dead:,} unvacuumed deleted jobs, vs clean (jobs/s)",
+                lambda: compare(server, runs, dead_drain(), dead_drain(deleted=counts.dead)),
             ),
         ]
-        for label, baseline, ours in rows:
-            base, base_runs = median_of_runs(server, baseline)
-            mine, mine_runs = median_of_runs(server, ours)
-            results[label] = {
-                "baseline": round(base),
-                "ours": round(mine),
-                "ratio": round(mine / base, 2),
-                "baseline_runs": [round(v) for v in base_runs],
-                "ours_runs": [round(v) for v in mine_runs],
-            }
-        with fresh_database(server) as url:
-            results["latency, idle worker (listen)"] = latency(
-                url, 200 if not arguments.quick else 20, 10.0
-            )
+        for label, workload in workloads:
+            if arguments.only and arguments.only not in label:
+                continue
+            print(f"... {label}", file=sys.stderr, flush=True)
+            results[label] = workload()
+        for name, timings in all_timings.items():
+            results[f"latency distribution, {name} (ms)"] = percentiles(timings)
+        if not arguments.only or "memory" in arguments.only:
+            print("... memory", file=sys.stderr, flush=True)
+            results["worker peak memory (MiB)"] = {}
+            for count in counts.memory:
+                with fresh_database(server) as url:
+                    fill(url, count)
+                    peak = drain(url, _worker_process, processes=1).peak_rss_mib[0]
+                results["worker peak memory (MiB)"][f"{count} jobs"] = peak
 
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "postgresql": server_version,
-        "fsync": fsync,
-        "synchronous_commit": synchronous_commit,
+        **settings,
         "python": platform.python_version(),
         "sqla_pgjobs": sqla_pgjobs.__version__,
         "sqlalchemy": sqlalchemy.__version__,
         "psycopg": psycopg.__version__,
-        "runs": RUNS,
-        "jobs": {"drain": drain_jobs, "one_by_one": one_by_one, "bulk": bulk},
+        "runs": runs,
+        "counts": counts.__dict__,
         "results": results,
     }
-    print(f"PostgreSQL {server_version}, fsync {fsync}, {RUNS} runs, medians")
-    print(f"{'workload':<40}{'seed-style':>12}{'sqla-pgjobs':>13}{'ratio':>8}")
+    print(
+        f"PostgreSQL {settings['server_version']}, fsync {settings['fsync']}, "
+        f"synchronous_commit {settings['synchronous_commit']}, {runs} run(s), medians"
+    )
+    print(f"{'workload':<58}{'seed-style':>12}{'sqla-pgjobs':>13}{'ratio':>8}")
     for label, value in results.items():
         if "ratio" in value:
-            print(f"{label:<40}{value['baseline']:>12}{value['ours']:>13}{value['ratio']:>8}")
+            print(f"{label:<58}{value['baseline']:>12}{value['ours']:>13}{value['ratio']:>8}")
         else:
-            print(f"{label:<40}" + "  ".join(f"{k} {v}" for k, v in value.items()))
+            print(f"{label:<58}" + "  ".join(f"{k} {v}" for k, v in value.items()))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"

@@ -257,6 +257,26 @@ def test_add_jobs_enqueues_ten_thousand_in_one_statement(jobs_engine: Engine) ->
     assert count_jobs(jobs_engine) == 10_000
 
 
+def test_add_jobs_without_returning_counts_the_jobs_added(run: Run, jobs_engine: Engine) -> None:
+    [row] = run(
+        pgjobs.add_jobs(
+            [JobSpec("bulk", {"i": i}, priority=i % 3) for i in range(500)], returning=False
+        )
+    )
+    assert row._asdict() == {"added": 500}
+    [keyed] = run(
+        pgjobs.add_jobs(
+            [JobSpec("bulk", job_key="k"), JobSpec("bulk", job_key="k")], returning=False
+        )
+    )
+    assert keyed.added == 2  # the second replaced the first, as add_job does
+    [selected] = run(
+        pgjobs.add_jobs(select(literal("from_select").label("identifier")), returning=False)
+    )
+    assert selected.added == 1
+    assert count_jobs(jobs_engine) == 500 + 1 + 1
+
+
 def test_enqueue_belongs_to_the_callers_transaction(jobs_engine: Engine) -> None:
     """The headline promise: a job exists exactly when the data that caused it does."""
     metadata = MetaData()
