@@ -253,8 +253,8 @@ class _Run:
         self.worker = worker
         self.drain = drain
         self.q = worker._queries
+        # Set by a NOTIFY, by stop(), and by a job finishing when that makes a cycle due.
         self.wake = asyncio.Event()
-        self.slot_freed = asyncio.Event()
         self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self.db_lock = asyncio.Lock()
         # The jobs running: a task for async handlers, a future the handler threads resolve
@@ -448,13 +448,13 @@ class _Run:
         worker = self.worker
         while not worker._stopping.is_set():
             if not self.cycle_due():
+                self.wake.clear()
                 await self._wait(REPORT_DELAY if self.has_results() else worker.poll_interval)
                 continue
             wanted = self.room()
             if not self.reconciled:
                 await self._reconcile()
             self.wake.clear()
-            self.slot_freed.clear()
             taken, next_run_at = await self.cycle(max_jobs=max(wanted, 0))
             self.prefetched.extend(taken)
             self.start_prefetched()
@@ -510,16 +510,14 @@ class _Run:
         return min(seconds, self.worker.poll_interval), False
 
     async def _wait(self, timeout: float) -> None:
-        """Until a NOTIFY (or stop), a job finishing, or ``timeout`` seconds."""
-        waiters = [
-            asyncio.ensure_future(self.slot_freed.wait()),
-            asyncio.ensure_future(self.wake.wait()),
-        ]
+        """Until woken (see ``wake``) or ``timeout`` seconds, whichever comes first."""
+        if self.wake.is_set():
+            return
+        timer = asyncio.get_running_loop().call_later(timeout, self.wake.set)
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await self.wake.wait()
         finally:
-            for waiter in waiters:
-                waiter.cancel()
+            timer.cancel()
 
     # --- Running jobs -------------------------------------------------------------------------
 
@@ -649,7 +647,8 @@ class _Run:
             )
         self.running.pop(job.id, None)
         self.start_prefetched()
-        self.slot_freed.set()
+        if self.cycle_due():
+            self.wake.set()
 
     def _log_fields(self, job: Job) -> dict[str, Any]:
         return {
@@ -688,7 +687,8 @@ class _Run:
             try:
                 async with self.db_lock:
                     connection = await self._connection()
-                    cursor = await connection.execute(self.q.cycle, params)
+                    # Binary results: no timestamps or ids to parse from text.
+                    cursor = await connection.cursor(binary=True).execute(self.q.cycle, params)
                     rows = await cursor.fetchall()
                 break
             except CONNECTION_ERRORS as exc:
