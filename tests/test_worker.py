@@ -123,6 +123,8 @@ def test_registry_refuses_bad_tasks(
     ("options", "argument"),
     [
         ({"concurrency": 0}, "concurrency"),
+        ({"prefetch": -1}, "prefetch"),
+        ({"prefetch": 2.5}, "prefetch"),
         ({"worker_id": "abc"}, "worker_id"),
         ({"unknown_tasks": "explode"}, "unknown_tasks"),
         ({"poll_interval": 0}, "poll_interval"),
@@ -259,7 +261,67 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engin
     stop.set()
     sampler.join()
     assert most == 3
+    # 50 ms jobs: none would start within the prefetch horizon, so none is taken ahead.
     assert max(held) <= 3
+
+
+def test_short_jobs_are_prefetched_and_stopping_gives_them_back(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    """After quick jobs, a worker holds up to ``prefetch`` jobs beyond its running ones;
+    when it stops, those it never started go back with their attempt refunded."""
+    tasks = TaskRegistry()
+    release = threading.Event()
+    started: list[int] = []
+
+    @tasks.task("quick")
+    def quick(payload: Any) -> None:
+        pass
+
+    @tasks.task("blocked")
+    def blocked(payload: Any) -> None:
+        started.append(payload["i"])
+        release.wait(10)
+
+    enqueue(
+        jobs,
+        pgjobs.add_jobs([JobSpec("quick", priority=-1) for _ in range(20)]),
+        pgjobs.add_jobs([JobSpec("blocked", {"i": i}) for i in range(30)]),
+    )
+    worker = make_worker(database_url, tasks, concurrency=2, prefetch=5)
+    thread = background(worker)
+    # Quick jobs make the running average short: 2 running plus 5 prefetched are held.
+    wait_for(lambda: len(rows(jobs, "locked_by IS NOT NULL")) == 7)
+    time.sleep(0.3)
+    assert len(rows(jobs, "locked_by IS NOT NULL")) == 7  # and never more
+    assert len(started) == 2
+    worker.stop()
+    release.set()
+    thread.join(timeout=20)
+    left = rows(jobs)
+    assert [job.locked_by for job in left] == [None] * 28
+    assert sorted(job.attempts for job in left) == [0] * 28  # refunded, or never taken
+    assert worker.stats.completed == 22 and worker.stats.released == 5
+
+
+def test_prefetch_zero_takes_jobs_only_for_free_slots(
+    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+) -> None:
+    tasks = TaskRegistry()
+    release = threading.Event()
+    tasks.add("quick", lambda payload: None)
+    tasks.add("blocked", lambda payload: release.wait(10))
+    enqueue(
+        jobs,
+        pgjobs.add_jobs([JobSpec("quick", priority=-1) for _ in range(20)]),
+        pgjobs.add_jobs([JobSpec("blocked") for _ in range(10)]),
+    )
+    worker = make_worker(database_url, tasks, concurrency=2, prefetch=0)
+    background(worker)
+    wait_for(lambda: worker.stats.completed == 20)
+    time.sleep(0.3)
+    assert len(rows(jobs, "locked_by IS NOT NULL")) == 2
+    release.set()
 
 
 # --- Waking up on time ---------------------------------------------------------------------------
@@ -349,7 +411,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
     background(worker)
     for round_ in range(3):
         # Progress since the last termination: the worker is connected again, and busy.
-        wait_for(lambda: len(runs) > 100 * (round_ + 1), timeout=20)
+        wait_for(lambda target=100 * (round_ + 1): len(runs) > target, timeout=20)
         with jobs.connect() as connection:
             terminated = connection.execute(
                 text(
