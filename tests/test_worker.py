@@ -417,6 +417,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE application_name LIKE 'pgjobs worker%'"
+                    " AND datname = current_database()"
                 )
             ).scalar_one()
         assert terminated >= 1
