@@ -756,6 +756,7 @@ DECLARE
   v_ids bigint[] := '{}';
   v_queues text[] := '{}';
   v_priority integer;
+  v_first_run_at timestamptz;
   v_cursor refcursor;
   v_candidate record;
   v_queue record;
@@ -765,9 +766,17 @@ BEGIN
 
   PERFORM app_jobs.recover_jobs(v_expiry);
 
-  SELECT min(j.priority) INTO v_priority
+  -- The first entry of the runnable set: its priority, and the run_at the cursor below
+  -- starts from. Completed jobs leave dead entries at the head of jobs_available_idx until
+  -- vacuum; starting the cursor there walks them once per call, not twice (with 200,000 of
+  -- them, a walk reads about 1,800 index pages: 2-3 ms). A row comparison on (run_at, id)
+  -- would be exact, but its generic plan sorts the whole priority instead of reading the
+  -- index in order.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
     FROM app_jobs.jobs j
-   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts;
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
 
   <<priorities>>
   WHILE v_priority IS NOT NULL LOOP
@@ -779,6 +788,7 @@ BEGIN
        WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
          AND j.priority = v_priority
          AND j.run_at <= v_now
+         AND j.run_at >= v_first_run_at
          AND (get_jobs.task_identifiers IS NULL
               OR j.task_identifier = ANY (get_jobs.task_identifiers))
        ORDER BY j.run_at, j.id
@@ -825,10 +835,12 @@ BEGIN
     CLOSE v_cursor;
     EXIT priorities WHEN cardinality(v_ids) >= v_limit;
 
-    SELECT min(j.priority) INTO v_priority
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
       FROM app_jobs.jobs j
      WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
-       AND j.priority > v_priority;
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
   END LOOP;
 
   IF cardinality(v_ids) = 0 THEN
