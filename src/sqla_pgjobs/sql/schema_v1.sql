@@ -699,6 +699,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_priority integer;
+  v_first_run_at timestamptz;
   v_run_at timestamptz;
   -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
   v_earliest timestamptz := (SELECT min(w.last_heartbeat + w.heartbeat_timeout)
@@ -707,23 +708,33 @@ DECLARE
                                              WHERE j.locked_by = w.worker_id
                                                AND j.locked_at IS NOT NULL));
 BEGIN
-  SELECT min(j.priority) INTO v_priority
+  -- As in get_jobs: the first entry of each priority, then (with a task filter) a search
+  -- from its run_at on, so the dead entries of unvacuumed jobs are walked only once.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
     FROM app_jobs.jobs j
-   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts;
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
   WHILE v_priority IS NOT NULL LOOP
-    SELECT j.run_at INTO v_run_at
-      FROM app_jobs.jobs j
-     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
-       AND j.priority = v_priority
-       AND (next_run_at.task_identifiers IS NULL
-            OR j.task_identifier = ANY (next_run_at.task_identifiers))
-     ORDER BY j.run_at
-     LIMIT 1;
+    IF next_run_at.task_identifiers IS NULL THEN
+      v_run_at := v_first_run_at;
+    ELSE
+      SELECT j.run_at INTO v_run_at
+        FROM app_jobs.jobs j
+       WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+         AND j.priority = v_priority
+         AND j.run_at >= v_first_run_at
+         AND j.task_identifier = ANY (next_run_at.task_identifiers)
+       ORDER BY j.run_at
+       LIMIT 1;
+    END IF;
     v_earliest := LEAST(v_earliest, v_run_at);
-    SELECT min(j.priority) INTO v_priority
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
       FROM app_jobs.jobs j
      WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
-       AND j.priority > v_priority;
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
   END LOOP;
   RETURN v_earliest;
 END
