@@ -78,6 +78,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 # --- Task registry ------------------------------------------------------------------------------
 
 
+def test_the_registry_and_job_are_importable_from_the_package() -> None:
+    assert pgjobs.TaskRegistry is TaskRegistry and pgjobs.Job is Job  # SPEC section 3
+
+
 def test_registry_registers_sync_and_async_handlers_with_their_options() -> None:
     tasks = TaskRegistry()
 

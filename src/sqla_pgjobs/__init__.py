@@ -50,6 +50,7 @@ from sqla_pgjobs.functions import (
     run_scheduled_job,
 )
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION
+from sqla_pgjobs.worker.tasks import Job, TaskRegistry
 
 __all__ = [
     "ACCESS_LEVELS",
@@ -58,11 +59,13 @@ __all__ = [
     "AlreadyScheduledError",
     "InvalidArgumentError",
     "InvalidWorkerIdError",
+    "Job",
     "JobSpec",
     "JobStatement",
     "PgJobsError",
     "SchemaNameError",
     "SchemaVersionError",
+    "TaskRegistry",
     "__version__",
     "add_job",
     "add_jobs",
