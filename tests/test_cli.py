@@ -54,7 +54,10 @@ def test_help_lists_the_commands() -> None:
             ["worker", "json:dumps", "--database-url", "postgresql://x"],
             "json.dumps must be a sqla_pgjobs TaskRegistry, found function",
         ),
-        (["worker", "json"], "Missing option '--database-url'"),
+        (
+            ["worker", "json"],
+            "Missing option '--database-url'. Pass it, or set PGJOBS_DATABASE_URL",
+        ),
         (["worker", "json:dumps", "--database-url", "x", "--concurrency", "0"], "--concurrency"),
     ],
 )

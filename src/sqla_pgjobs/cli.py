@@ -43,8 +43,22 @@ LOG_LEVEL = click.option(
     default="info",
     show_default=True,
 )
+
+
+def _required_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    # Not required=True: click's own message would not say where else the URL can come from.
+    if not value:
+        raise click.MissingParameter(
+            ctx=ctx, param=param, message="Pass it, or set PGJOBS_DATABASE_URL."
+        )
+    return value
+
+
 DATABASE_URL = click.option(
-    "--database-url", envvar="PGJOBS_DATABASE_URL", required=True, help=DATABASE_URL_HELP
+    "--database-url",
+    envvar="PGJOBS_DATABASE_URL",
+    callback=_required_url,
+    help=DATABASE_URL_HELP,
 )
 SCHEMA = click.option(
     "--schema", default=DEFAULT_SCHEMA, show_default=True, help="The job schema's name."
@@ -121,7 +135,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("tasks", metavar="MODULE:ATTRIBUTE")
-@click.option("--database-url", envvar="PGJOBS_DATABASE_URL", required=True, help=DATABASE_URL_HELP)
+@DATABASE_URL
 @click.option(
     "--concurrency",
     "-c",
