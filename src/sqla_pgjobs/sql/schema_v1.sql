@@ -598,6 +598,13 @@ BEGIN
     RAISE EXCEPTION 'heartbeat_timeout must be positive, got %', v_timeout
       USING ERRCODE = '22023', COLUMN = 'heartbeat_timeout';
   END IF;
+  -- A worker that declared a timeout of, say, a million years would make
+  -- "last_heartbeat < now() - heartbeat_timeout" fail for every get_jobs of every worker
+  -- with "timestamp out of range".
+  IF v_timeout > interval '365000 days' THEN
+    RAISE EXCEPTION 'heartbeat_timeout must be at most 365000 days, got %', v_timeout
+      USING ERRCODE = '22023', COLUMN = 'heartbeat_timeout';
+  END IF;
   UPDATE app_jobs.workers w
      SET last_heartbeat = now(), heartbeat_timeout = v_timeout,
          info = coalesce(heartbeat.info, w.info)
