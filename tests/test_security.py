@@ -253,11 +253,13 @@ def notes(engine: Engine) -> Engine:
 
 
 # PostgreSQL text holds any Unicode character but NUL; st.text() leaves out surrogates.
-ROW_TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=200)
+ROW_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=200)
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(value=ROW_TEXT)
 def test_s1_any_text_lands_verbatim_in_every_payload_mode(notes: Engine, value: str) -> None:
@@ -833,7 +835,9 @@ KEYED_CALLS = st.lists(
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30,
+    deadline=timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(calls=KEYED_CALLS)
 def test_s4_keyed_enqueues_keep_one_job_per_tenant_and_key_with_the_last_payload(

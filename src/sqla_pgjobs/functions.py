@@ -466,7 +466,9 @@ def add_jobs(jobs: Iterable[JobSpec | Mapping[str, Any]] | Select[Any]) -> JobSt
 
 def _spec_fields(index: int, spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, JobSpec):
-        return dataclasses.asdict(spec)
+        # Not dataclasses.asdict: it deep-copies the payload (and overflows the stack on a
+        # deeply nested one before the payload check could refuse it).
+        return {name: getattr(spec, name) for name in _JOB_FIELDS}
     if not isinstance(spec, Mapping):
         raise InvalidArgumentError(f"jobs[{index}]", spec, "it must be a JobSpec or a mapping")
     unknown = set(spec) - set(_JOB_FIELDS)
