@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import literal, null, select, text
+from sqlalchemy import BigInteger, Integer, Interval, Text, bindparam, literal, null, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 import sqla_pgjobs as pgjobs
@@ -244,6 +246,9 @@ DB_REFUSALS: list[tuple[str, Any, type[PgJobsError], str]] = [
     ("sql: schedules max_jobs -1", "SELECT * FROM app_jobs.get_scheduled_jobs('worker-1', NULL, NULL, -1)", InvalidArgumentError, "max_jobs"),
     ("sql: heartbeat timeout 0", "SELECT app_jobs.heartbeat('worker-1', interval '0')", InvalidArgumentError, "heartbeat_timeout"),
     ("sql: heartbeat timeout huge", "SELECT app_jobs.heartbeat('worker-1', interval '999999999 days')", InvalidArgumentError, "heartbeat_timeout"),
+    ("sql: get_jobs expiry huge", "SELECT * FROM app_jobs.get_jobs('worker-1', NULL, interval '1000000 years')", InvalidArgumentError, "job_expiry"),
+    ("sql: get_job expiry huge", "SELECT * FROM app_jobs.get_job('worker-1', NULL, interval '400000 days')", InvalidArgumentError, "job_expiry"),
+    ("sql: recover expiry huge", "SELECT app_jobs.recover_jobs(interval '999999999 days')", InvalidArgumentError, "job_expiry"),
     ("sql: long task", "SELECT * FROM app_jobs.add_job(NULL, repeat('t', 127))", InvalidArgumentError, "identifier"),
     ("sql: long key", "SELECT * FROM app_jobs.add_job(NULL, 't', '{}', repeat('k', 513))", InvalidArgumentError, "job_key"),
     ("sql: long queue", "SELECT * FROM app_jobs.add_job(NULL, 't', '{}', NULL, repeat('q', 127))", InvalidArgumentError, "queue_name"),
@@ -904,5 +909,82 @@ def test_sql_add_job_refuses_what_its_checks_refuse_and_names_the_argument(
             savepoint.commit()
             assert not any(broken.values())
             assert (row.max_attempts, row.priority) == (max_attempts or 25, priority or 0)
+        finally:
+            transaction.rollback()
+
+
+#: The worker-side SQL functions, called as the reference Node worker and others call them:
+#: raw SQL, typed parameters, no checks in Python.
+SQL_CALLS = {
+    "get_jobs": "SELECT * FROM app_jobs.get_jobs(:w, NULL, :e, :n)",
+    "get_job": "SELECT * FROM app_jobs.get_job(:w, NULL, :e)",
+    "complete_job": "SELECT * FROM app_jobs.complete_job(:w, :id)",
+    "fail_job": "SELECT * FROM app_jobs.fail_job(:w, :id, NULL)",
+    "complete_job_batch": "SELECT * FROM app_jobs.complete_job_batch(:w, :ids)",
+    "fail_job_batch": "SELECT * FROM app_jobs.fail_job_batch(:w, :ids)",
+    "release_jobs": "SELECT app_jobs.release_jobs(:w, :ids)",
+    "heartbeat": "SELECT app_jobs.heartbeat(:w, :e)",
+    "recover_jobs": "SELECT app_jobs.recover_jobs(:e)",
+    "get_scheduled_jobs": "SELECT * FROM app_jobs.get_scheduled_jobs(:w, NULL, :e, :n)",
+    "renew_scheduled_jobs": "SELECT * FROM app_jobs.renew_scheduled_jobs(:w, :ids, :e)",
+    "release_scheduled_jobs": "SELECT app_jobs.release_scheduled_jobs(:w, :ids)",
+    "run_scheduled_job": "SELECT * FROM app_jobs.run_scheduled_job(:id, :e)",
+}
+SQL_PARAMETER_TYPES: dict[str, Any] = {
+    "w": Text,
+    "id": BigInteger,
+    "ids": ARRAY(BigInteger),
+    "e": Interval,
+    "n": Integer,
+}
+SQL_WORKER_IDS = st.one_of(
+    st.none(), st.sampled_from([WORKER, "abc", ""]), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
+)  # fmt: skip
+
+
+@DB_SETTINGS
+@given(
+    function=st.sampled_from(sorted(SQL_CALLS)),
+    worker=SQL_WORKER_IDS,
+    job_id=st.one_of(st.none(), st.integers(-3, 6), st.integers(-(2**63), 2**63 - 1)),
+    ids=st.one_of(st.none(), st.lists(st.one_of(st.none(), st.integers(-3, 6)), max_size=4)),
+    expiry=st.one_of(st.none(), st.timedeltas(timedelta(seconds=1), timedelta(days=400_000))),
+    max_jobs=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+)  # fmt: skip
+def test_sql_worker_functions_succeed_or_refuse_naming_the_argument(
+    db: Connection,
+    function: str,
+    worker: str | None,
+    job_id: int | None,
+    ids: list[int | None] | None,
+    expiry: timedelta | None,
+    max_jobs: int | None,
+) -> None:
+    """With any worker id, ids, expiry or lease and batch size, each SQL function either
+    works or raises an error the package translates into its own exception, naming the
+    argument (a refusal changing nothing); nothing raises a bare database error."""
+    with db.begin() as transaction:
+        db.execute(pgjobs.add_jobs([JobSpec("a", queue_name="q"), JobSpec("b"), JobSpec("c")]))
+        db.execute(pgjobs.add_scheduled_job("tick"))
+        db.execute(pgjobs.get_jobs(WORKER, max_jobs=2))
+        db.execute(pgjobs.get_scheduled_jobs(WORKER))
+        before = snapshot(db)
+        savepoint = db.begin_nested()
+        text_ = SQL_CALLS[function]
+        used = [name for name in SQL_PARAMETER_TYPES if re.search(rf":{name}\b", text_)]
+        statement = sql(text_).bindparams(
+            *(bindparam(name, type_=SQL_PARAMETER_TYPES[name]) for name in used)
+        )
+        params = {"w": worker, "id": job_id, "ids": ids, "e": expiry, "n": max_jobs}
+        try:
+            db.execute(statement, {name: params[name] for name in used})
+        except DBAPIError as error:
+            savepoint.rollback()
+            assert snapshot(db) == before
+            translated = translate(error)
+            assert isinstance(translated, InvalidArgumentError), error.orig
+            assert translated.argument in ("worker_id", "max_jobs", "job_expiry"), translated
+        else:
+            savepoint.commit()
         finally:
             transaction.rollback()

@@ -637,6 +637,12 @@ DECLARE
   v_expiry interval := coalesce(recover_jobs.job_expiry, interval '4 hours');
   v_dead text[];
 BEGIN
+  -- now() minus a larger expiry leaves the timestamp range: say so, naming the argument,
+  -- rather than fail with "timestamp out of range" (get_jobs calls this first).
+  IF v_expiry > interval '365000 days' THEN
+    RAISE EXCEPTION 'job_expiry must be at most 365000 days, got %', v_expiry
+      USING ERRCODE = '22023', COLUMN = 'job_expiry';
+  END IF;
   -- Both checks below are index or tiny-table probes: most calls stop here (89 us saved
   -- per get_jobs).
   IF NOT EXISTS (SELECT 1 FROM app_jobs.workers s
