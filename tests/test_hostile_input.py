@@ -22,7 +22,7 @@ import math
 import re
 import threading
 import uuid
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,7 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
     ("run_at 9999 west", lambda: pgjobs.add_job("t", run_at=datetime.max.replace(tzinfo=FAR_WEST)), "run_at", "years 1 to 9999"),
     ("run_at a date", lambda: pgjobs.add_job("t", run_at=date(2026, 1, 1)), "run_at", "datetime"),  # type: ignore[arg-type]
     ("run_at epoch int", lambda: pgjobs.add_job("t", run_at=0), "run_at", "datetime"),  # type: ignore[arg-type]
+    ("run_at tz of 30 hours", lambda: pgjobs.add_job("t", run_at=datetime(2026, 1, 1, tzinfo=ThirtyHours())), "run_at", "time zone is invalid"),
     ("reschedule naive", lambda: pgjobs.reschedule_jobs([1], run_at=NAIVE), "run_at", "time zone"),
     ("fire_time year 1", lambda: pgjobs.run_scheduled_job(1, fire_time=datetime(1, 1, 1, tzinfo=FAR_EAST)), "fire_time", "9999"),
     # Durations: zero, negative, huge (now() minus it would leave the timestamp range).
@@ -172,6 +173,16 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
     ("schedule L extension", lambda: pgjobs.add_scheduled_job("t", None, "0 0 L * *"), "schedule_info", "L"),
     ("window end first", lambda: pgjobs.add_scheduled_job("t", None, {"rule": "* * * * *", "start": "2030-01-02T00:00:00Z", "end": "2030-01-01T00:00:00Z"}), "schedule_info", "before start"),
 ]  # fmt: skip
+
+
+class ThirtyHours(tzinfo):
+    """A time zone whose offset Python itself refuses."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=30)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
 
 
 def cyclic() -> list[Any]:

@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from sqla_pgjobs import InvalidArgumentError
 from sqla_pgjobs.functions import (
     JobSpec,
     add_job,
@@ -991,6 +992,12 @@ def test_s6_public_has_no_privilege_on_any_object_of_the_schema(
             {"s": SCHEMA},
         ).scalar_one()
     assert functions >= 40
+    # PUBLIC is no role: the helpers cannot give it a level.
+    for name in ("public", "PUBLIC"):
+        with pytest.raises(InvalidArgumentError) as info:
+            grant(admin, name, "enqueue")
+        assert info.value.argument == "role_name"
+    assert public_privileges(engine) == []
     # Granting levels to roles and taking them back leaves PUBLIC with nothing.
     role = make_role("pgjobs_pub_")
     for level in ("enqueue", "worker", "operator"):

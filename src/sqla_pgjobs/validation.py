@@ -158,7 +158,11 @@ def check_aware(argument: str, value: object) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise InvalidArgumentError(argument, value, "it must be a datetime with a time zone")
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+    try:
+        offset = value.utcoffset()
+    except ValueError as exc:  # a tzinfo giving an offset of a day or more
+        raise InvalidArgumentError(argument, value, f"its time zone is invalid ({exc})") from None
+    if offset is None:
         raise InvalidArgumentError(
             argument,
             value,
