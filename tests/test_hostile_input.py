@@ -36,6 +36,8 @@ from sqlalchemy.exc import DBAPIError
 import sqla_pgjobs as pgjobs
 from sqla_pgjobs import InvalidArgumentError, InvalidWorkerIdError, JobSpec, PgJobsError
 from sqla_pgjobs.errors import translate
+from sqla_pgjobs.scheduler import Scheduler
+from sqla_pgjobs.worker import TaskRegistry, Worker
 from tests.helpers import SCHEMA, sql
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs"
 WORKER = "worker-1"
 TENANT = uuid.UUID("5b720132-17d5-424d-9bcb-ee7b17c13d43")
 NAIVE = datetime(2026, 1, 1, 12, 0)
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to: refused first
 FAR_EAST = timezone(timedelta(hours=14))
 FAR_WEST = timezone(timedelta(hours=-12))
 #: Database properties make a statement per example: fewer of them than pure ones.
@@ -136,6 +139,13 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
     ("heartbeat 0", lambda: pgjobs.heartbeat(WORKER, timedelta(0)), "heartbeat_timeout", "positive"),
     ("heartbeat huge", lambda: pgjobs.heartbeat(WORKER, timedelta(days=999_999_999)), "heartbeat_timeout", "at most"),
     ("expiry float", lambda: pgjobs.complete_jobs([1], job_expiry=3.5), "job_expiry", "timedelta"),  # type: ignore[arg-type]
+    ("worker poll NaN", lambda: Worker(UNREACHABLE, TaskRegistry(), poll_interval=math.nan), "poll_interval", "seconds"),
+    ("worker expiry 1e20 s", lambda: Worker(UNREACHABLE, TaskRegistry(), job_expiry=1e20), "job_expiry", "seconds"),
+    ("worker concurrency 0", lambda: Worker(UNREACHABLE, TaskRegistry(), concurrency=0), "concurrency", "from 1"),
+    ("worker id 3 chars", lambda: Worker(UNREACHABLE, TaskRegistry(), worker_id="abc"), "worker_id", "at least 4"),
+    ("scheduler lease inf", lambda: Scheduler(UNREACHABLE, lease=math.inf), "lease", "seconds"),
+    ("scheduler id surrogate", lambda: Scheduler(UNREACHABLE, scheduler_id="sch\ud800"), "scheduler_id", "Unicode"),
+    ("task timeout -inf", lambda: TaskRegistry().task("t", timeout=-math.inf), "timeout", "seconds"),
     # Tenants.
     ("tenant int", lambda: pgjobs.add_job("t", db_id=1), "db_id", "UUID"),  # type: ignore[arg-type]
     ("tenant bytes", lambda: pgjobs.add_job("t", db_id=TENANT.bytes), "db_id", "UUID"),  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ __all__ = [
     "check_name",
     "check_positive",
     "check_priority",
+    "check_seconds",
     "check_tenant",
     "check_text",
     "check_worker_id",
@@ -202,6 +203,18 @@ def check_tenant(argument: str, value: object) -> uuid.UUID | None:
         except ValueError:
             pass
     raise InvalidArgumentError(argument, value, "it must be a UUID (or its text) or None")
+
+
+def check_seconds(argument: str, value: object) -> timedelta | None:
+    """A duration given as a number of seconds or a timedelta (see :func:`check_interval`);
+    NaN, infinities and numbers too big for a timedelta are refused, not raised raw."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return check_interval(argument, value)
+    allowed = f"it must be a positive number of seconds of at most {MAX_INTERVAL.days} days"
+    try:
+        return check_interval(argument, timedelta(seconds=value))
+    except (OverflowError, ValueError):  # NaN, inf, 1e20; InvalidArgumentError included
+        raise InvalidArgumentError(argument, value, allowed) from None
 
 
 def json_text(argument: str, value: Any) -> str | None:
