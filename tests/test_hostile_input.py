@@ -525,15 +525,14 @@ BAD_LEAVES = st.one_of(
 )
 
 
-def payloads(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.recursive(
-        leaves,
-        lambda children: st.one_of(
-            st.lists(children, max_size=4),
-            st.dictionaries(st.text(max_size=8), children, max_size=4),
-        ),
-        max_leaves=25,
+def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
     )
+
+
+def payloads(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(leaves, containers, max_leaves=25)
 
 
 def json_valid(value: Any) -> bool:
