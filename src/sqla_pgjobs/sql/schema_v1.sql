@@ -1379,9 +1379,9 @@ DECLARE
   v_function regprocedure;
   v_owner regrole;
 BEGIN
-  -- Almost every database has no such cast at all: one look at pg_cast (a few hundred
-  -- rows), about 15 us per row written against 45-60 us for the rest of the trigger.
-  -- to_json only looks for casts of types that are not built in (oid 16384 and up).
+  -- Almost every database has no such cast at all: one index probe of pg_cast. A row
+  -- written through tg_add_job_with_row took 56 us with this check, 51 us with an empty
+  -- one. to_json only looks for casts of types that are not built in (oid 16384 and up).
   IF NOT EXISTS (SELECT 1 FROM pg_cast c
                   WHERE c.castsource >= 16384
                     AND c.casttarget IN ('json'::regtype, 'jsonb'::regtype)
