@@ -1008,3 +1008,71 @@ def test_sql_worker_functions_succeed_or_refuse_naming_the_argument(
             savepoint.commit()
         finally:
             transaction.rollback()
+
+
+JOB_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),  # task
+        st.integers(-2, 2),  # priority
+        st.booleans(),  # due (a day ago) or not (in a day)
+        st.sampled_from([None, "q1", "q2"]),  # queue
+    ),
+    max_size=8,
+)
+
+
+@DB_SETTINGS
+@given(
+    rows=JOB_ROWS,
+    tasks=st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "c"]), max_size=2)),
+    max_jobs=st.integers(1, 5),
+)
+def test_get_jobs_then_fail_and_complete_give_the_documented_results(
+    db: Connection,
+    rows: list[tuple[str, int, bool, str | None]],
+    tasks: list[str] | None,
+    max_jobs: int,
+) -> None:
+    """get_jobs takes the due jobs of the listed tasks in (priority, run_at, id) order, at
+    most one per queue and at most max_jobs; fail_job pushes a job back by exp(attempts)
+    seconds with its message; complete_job deletes it; both free its queue."""
+    now = datetime.now(UTC)
+    with db.begin() as transaction:
+        jobs = []
+        for i, (task, priority, due, queue) in enumerate(rows):
+            run_at = now - timedelta(days=1, seconds=i) if due else now + timedelta(days=1)
+            job = db.execute(
+                pgjobs.add_job(task, {"i": i}, queue_name=queue, priority=priority, run_at=run_at)
+            ).one()
+            jobs.append(job)
+        taken = db.execute(pgjobs.get_jobs(WORKER, tasks, max_jobs=max_jobs)).all()
+        expected, queues = [], set()
+        for job in sorted(jobs, key=lambda j: (j.priority, j.run_at, j.id)):
+            if job.run_at > now or (tasks is not None and job.task_identifier not in tasks):
+                continue
+            if job.queue_name is not None and job.queue_name in queues:
+                continue
+            queues.add(job.queue_name)
+            expected.append(job.id)
+        assert [job.id for job in taken] == expected[:max_jobs]
+        assert all((job.locked_by, job.attempts) == (WORKER, 1) for job in taken)
+        if taken:
+            failed = db.execute(pgjobs.fail_job(WORKER, taken[0].id, "boom'); --")).one()
+            database_now = db.execute(text("SELECT now()")).scalar_one()
+            backoff = failed.run_at - database_now
+            assert abs(backoff.total_seconds() - math.exp(1)) < 0.001
+            assert (failed.locked_by, failed.last_error) == (None, "boom'); --")
+        if len(taken) > 1:
+            done = db.execute(pgjobs.complete_job(WORKER, taken[1].id)).one()
+            assert done.id == taken[1].id
+            assert (
+                db.execute(
+                    sql("SELECT count(*) FROM app_jobs.jobs WHERE id = :id"), {"id": done.id}
+                ).scalar_one()
+                == 0
+            )
+        held = db.execute(
+            sql("SELECT count(*) FROM app_jobs.job_queues WHERE locked_by IS NOT NULL")
+        ).scalar_one()
+        assert held == len([job for job in taken[2:] if job.queue_name is not None])
+        transaction.rollback()
