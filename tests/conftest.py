@@ -7,9 +7,12 @@ schema under another name.
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine
 
 import sqla_pgjobs.alembic.ops as ops_module
@@ -26,6 +29,18 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
+
+
+# Hypothesis (tests/test_hostile_input.py, tests/test_security.py): bounded examples and a
+# deadline per example. CI (CI=true) runs the suite three times on 2 cores: fewer examples,
+# the same ones every run (derandomize), no example database. HYPOTHESIS_PROFILE=thorough
+# explores ten times more, to hunt bugs by hand.
+settings.register_profile("dev", max_examples=100, deadline=timedelta(seconds=5))
+settings.register_profile(
+    "ci", max_examples=50, deadline=timedelta(seconds=10), derandomize=True, database=None
+)
+settings.register_profile("thorough", max_examples=1000, deadline=timedelta(seconds=10))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")

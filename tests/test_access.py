@@ -10,6 +10,7 @@ a unique name and is dropped when its test ends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -293,6 +294,13 @@ def admin(engine: Engine) -> Engine:
 @pytest.fixture
 def make_role(engine: Engine) -> Iterator[Callable[..., Role]]:
     """Make login roles with unique names; each is dropped (with what it owns) afterwards."""
+    with role_maker(engine) as make:
+        yield make
+
+
+@contextlib.contextmanager
+def role_maker(engine: Engine) -> Iterator[Callable[..., Role]]:
+    """The ``make_role`` fixture, for other test modules' fixtures."""
     made: list[tuple[str, Engine]] = []
 
     def make(prefix: str = "pgjobs_role_") -> Role:

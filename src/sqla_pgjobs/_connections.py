@@ -4,7 +4,6 @@ arguments, reconnect backoff, and the LISTEN loop."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -16,6 +15,7 @@ from sqla_pgjobs.urls import sqlalchemy_url
 if TYPE_CHECKING:
     import logging
     from collections.abc import Iterable
+    from datetime import timedelta
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -46,9 +46,7 @@ def libpq_url(database: str | URL | Engine) -> str:
 
 def seconds(argument: str, value: float | timedelta) -> float:
     """A positive duration given as seconds or a timedelta, in seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = timedelta(seconds=value)
-    checked = check.check_interval(argument, value)
+    checked = check.check_seconds(argument, value)
     assert checked is not None
     return checked.total_seconds()
 

@@ -8,6 +8,7 @@ names, never by message text. The original driver error stays available as
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
@@ -49,8 +50,27 @@ class InvalidArgumentError(PgJobsError, ValueError):
         self.argument = argument
         self.value = value if known else None
         self.allowed = allowed
-        shown = f" {value!r}" if known else ""
+        shown = f" {_show(value)}" if known else ""
         super().__init__(f"{argument}{shown} is not allowed: {allowed}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 200
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, shortened for a huge or deeply nested value (whose repr could take
+    megabytes, or fail: an int of 5000 digits, a list nested 5000 deep)."""
+    try:
+        shown = repr(value)
+    except (ValueError, RecursionError):
+        shown = ""
+    if shown and len(shown) <= 1000:
+        return shown
+    try:
+        return _SHORT.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__} too large to show>"
 
 
 class InvalidWorkerIdError(InvalidArgumentError):
@@ -102,6 +122,11 @@ def translate(error: BaseException) -> PgJobsError | None:
         for suffix, (argument, allowed) in _CHECKS.items():
             if constraint.endswith(suffix):
                 return InvalidArgumentError(argument, None, f"it must be {allowed}", known=False)
+    if sqlstate == "23502" and column == "task_identifier":
+        # add_jobs(select(...)) whose identifier column holds a NULL.
+        return InvalidArgumentError(
+            "identifier", None, "it must not be NULL (every job needs a task)", known=False
+        )
     if sqlstate in ("22023", "42704") and column:
         return InvalidArgumentError(column, None, diag.message_primary or "", known=False)
     return None

@@ -345,16 +345,10 @@ _REVOKE_ACCESS = _call(
 def _task_filter(task_identifiers: Iterable[str] | None) -> list[str] | None:
     if task_identifiers is None:
         return None
-    if isinstance(task_identifiers, str):
-        raise InvalidArgumentError(
-            "task_identifiers",
-            task_identifiers,
-            "it must be a list of task names (or None for any)",
-        )
-    return [
-        str(check.check_name(f"task_identifiers[{i}]", name))
-        for i, name in enumerate(task_identifiers)
-    ]
+    names = check.check_list(
+        "task_identifiers", task_identifiers, "it must be a list of task names (or None for any)"
+    )
+    return [str(check.check_name(f"task_identifiers[{i}]", name)) for i, name in enumerate(names)]
 
 
 def _max_jobs(value: object) -> int:
@@ -442,8 +436,11 @@ def add_jobs(
 
 
 def _add_jobs_from(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> JobStatement:
+    specs = check.check_list(
+        "jobs", jobs, "it must be an iterable of JobSpec (or mappings), or a select()"
+    )
     columns: dict[str, list[Any]] = {name: [] for name in _JOB_FIELDS}
-    for i, spec in enumerate(jobs):
+    for i, spec in enumerate(specs):
         fields = _spec_fields(i, spec)
         where = f"jobs[{i}]."
         columns["identifier"].append(check.check_name(where + "identifier", fields["identifier"]))
@@ -478,7 +475,8 @@ def _add_jobs_from(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> JobStatement:
 
 def _spec_fields(index: int, spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, JobSpec):
-        # Not dataclasses.asdict: it deep-copies every payload (65% of add_jobs' time).
+        # Not dataclasses.asdict: it deep-copies every payload (65% of add_jobs' time), and
+        # overflows the stack on a deeply nested one before the payload check could refuse it.
         return {name: getattr(spec, name) for name in _JOB_FIELDS}
     if not isinstance(spec, Mapping):
         raise InvalidArgumentError(f"jobs[{index}]", spec, "it must be a JobSpec or a mapping")
@@ -651,9 +649,11 @@ def fail_job_batch(
     ids = check.check_ids("job_ids", job_ids)
     messages = None
     if error_messages is not None:
+        given = check.check_list(
+            "error_messages", error_messages, "it must be a list of messages (or None)"
+        )
         messages = [
-            check.check_text(f"error_messages[{i}]", message)
-            for i, message in enumerate(error_messages)
+            check.check_text(f"error_messages[{i}]", message) for i, message in enumerate(given)
         ]
         if len(messages) != len(ids):
             raise InvalidArgumentError(

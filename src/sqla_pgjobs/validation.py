@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqla_pgjobs.errors import InvalidArgumentError, InvalidWorkerIdError
@@ -23,9 +23,11 @@ __all__ = [
     "check_ids",
     "check_interval",
     "check_key",
+    "check_list",
     "check_name",
     "check_positive",
     "check_priority",
+    "check_seconds",
     "check_tenant",
     "check_text",
     "check_worker_id",
@@ -35,6 +37,10 @@ __all__ = [
 MAX_NAME_LENGTH = 126  # task identifiers and queue names (jobs_task_identifier_check)
 MAX_KEY_LENGTH = 512  # job keys (jobs_key_check)
 MIN_WORKER_ID_LENGTH = 4  # jobs_locked_by_check
+#: The longest duration (job_expiry, lease, heartbeat_timeout): about 1000 years, so that
+#: now() plus or minus it stays a timestamp both PostgreSQL and Python can read (a larger
+#: one made every get_jobs fail with "timestamp out of range").
+MAX_INTERVAL = timedelta(days=365_000)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
@@ -47,7 +53,21 @@ def check_text(argument: str, value: object, *, optional: bool = True) -> str | 
         raise InvalidArgumentError(argument, value, "it must be a str")
     if "\x00" in value:
         raise InvalidArgumentError(argument, value, "it must not contain NUL characters")
+    _check_unicode(argument, value)
     return value
+
+
+def _check_unicode(argument: str, text: str) -> None:
+    """Refuse a ``str`` that is not valid Unicode (a lone surrogate, e.g. from a bad
+    decode): the driver could not encode it, and would fail with a UnicodeEncodeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            argument,
+            text,
+            f"it must be valid Unicode (it has a lone surrogate at position {exc.start})",
+        ) from None
 
 
 def check_name(argument: str, value: object, *, optional: bool = False) -> str | None:
@@ -72,13 +92,16 @@ def check_key(argument: str, value: object) -> str | None:
 
 def check_worker_id(value: object, argument: str = "worker_id") -> str:
     """A worker id: a text of at least 4 characters."""
+    allowed = (
+        f"a worker id must be a text of at least {MIN_WORKER_ID_LENGTH} characters "
+        "without NUL characters"
+    )
     if not isinstance(value, str) or len(value) < MIN_WORKER_ID_LENGTH or "\x00" in value:
-        raise InvalidWorkerIdError(
-            argument,
-            value,
-            f"a worker id must be a text of at least {MIN_WORKER_ID_LENGTH} characters "
-            "without NUL characters",
-        )
+        raise InvalidWorkerIdError(argument, value, allowed)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidWorkerIdError(argument, value, allowed + ", in valid Unicode") from None
     return value
 
 
@@ -118,9 +141,16 @@ def check_id(argument: str, value: object) -> int:
 
 def check_ids(argument: str, values: object) -> list[int]:
     """A collection of job or schedule ids."""
+    items = check_list(argument, values, "it must be an iterable of integer ids")
+    return [check_id(f"{argument}[{i}]", value) for i, value in enumerate(items)]
+
+
+def check_list(argument: str, values: object, allowed: str) -> list[Any]:
+    """The elements of a list, tuple, generator or the like; a text (whose characters
+    would pass for elements) or a non-iterable is refused with ``allowed``."""
     if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
-        raise InvalidArgumentError(argument, values, "it must be an iterable of integer ids")
-    return [check_id(f"{argument}[{i}]", value) for i, value in enumerate(values)]
+        raise InvalidArgumentError(argument, values, allowed)
+    return list(values)
 
 
 def check_aware(argument: str, value: object) -> datetime | None:
@@ -129,13 +159,24 @@ def check_aware(argument: str, value: object) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise InvalidArgumentError(argument, value, "it must be a datetime with a time zone")
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+    try:
+        offset = value.utcoffset()
+    except ValueError as exc:  # a tzinfo giving an offset of a day or more
+        raise InvalidArgumentError(argument, value, f"its time zone is invalid ({exc})") from None
+    if offset is None:
         raise InvalidArgumentError(
             argument,
             value,
             "it must have a time zone (a naive datetime is ambiguous; "
             "use e.g. datetime.now(timezone.utc))",
         )
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        # Stored, it would read back (as UTC) as a year PostgreSQL has but Python has not.
+        raise InvalidArgumentError(
+            argument, value, "it must fall within the years 1 to 9999 in UTC"
+        ) from None
     return value
 
 
@@ -143,8 +184,12 @@ def check_interval(argument: str, value: object) -> timedelta | None:
     """A duration such as job_expiry or a lease: a positive :class:`~datetime.timedelta`."""
     if value is None:
         return None
-    if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise InvalidArgumentError(argument, value, "it must be a positive timedelta")
+    if not isinstance(value, timedelta) or not timedelta(0) < value <= MAX_INTERVAL:
+        raise InvalidArgumentError(
+            argument,
+            value,
+            f"it must be a positive timedelta of at most {MAX_INTERVAL.days} days",
+        )
     return value
 
 
@@ -160,6 +205,18 @@ def check_tenant(argument: str, value: object) -> uuid.UUID | None:
     raise InvalidArgumentError(argument, value, "it must be a UUID (or its text) or None")
 
 
+def check_seconds(argument: str, value: object) -> timedelta | None:
+    """A duration given as a number of seconds or a timedelta (see :func:`check_interval`);
+    NaN, infinities and numbers too big for a timedelta are refused, not raised raw."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return check_interval(argument, value)
+    allowed = f"it must be a positive number of seconds of at most {MAX_INTERVAL.days} days"
+    try:
+        return check_interval(argument, timedelta(seconds=value))
+    except (OverflowError, ValueError):  # NaN, inf, 1e20; InvalidArgumentError included
+        raise InvalidArgumentError(argument, value, allowed) from None
+
+
 def json_text(argument: str, value: Any) -> str | None:
     """``value`` as JSON text, or None for the default; anything ``json`` cannot encode
     exactly (NaN, infinities, sets, arbitrary objects) is refused."""
@@ -171,4 +228,14 @@ def json_text(argument: str, value: Any) -> str | None:
         raise InvalidArgumentError(
             argument, value, f"it must be JSON-serializable ({exc})"
         ) from exc
+    except RecursionError:
+        raise InvalidArgumentError(
+            argument, value, "it must be JSON-serializable (it is nested too deeply)"
+        ) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            argument, value, "it must be valid Unicode (one of its texts has a lone surrogate)"
+        ) from None
     return text

@@ -9,7 +9,7 @@ SELECT c.completed, c.failed, c.next_run_at, c.now, j.*
   FROM app_jobs.worker_cycle(%(worker_id)s, %(completed_ids)s, %(failed_ids)s,
                              %(error_messages)s, %(task_identifiers)s, %(job_expiry)s,
                              %(max_jobs)s) AS c
-  LEFT JOIN LATERAL unnest(c.taken) WITH ORDINALITY AS j ON true
+  LEFT JOIN LATERAL pg_catalog.unnest(c.taken) WITH ORDINALITY AS j ON true
  ORDER BY j.ordinality;
 
 -- name: heartbeat

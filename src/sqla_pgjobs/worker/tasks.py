@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqla_pgjobs import validation as check
@@ -28,7 +27,7 @@ from sqla_pgjobs.functions import JobStatement, add_job
 
 if TYPE_CHECKING:
     import uuid
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
 __all__ = ["Handler", "Job", "Task", "TaskRegistry"]
 
@@ -136,11 +135,7 @@ def _takes_job(handler: Handler) -> bool:
 
 
 def _timeout(value: float | timedelta | None) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = timedelta(seconds=value)
-    return check.check_interval("timeout", value)
+    return check.check_seconds("timeout", value)
 
 
 class TaskRegistry:
