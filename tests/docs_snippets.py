@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,11 @@ def _run(plan: dict[str, object]) -> int:
     workdir = Path.cwd()
     url = str(plan["url"])
     sys.path.insert(0, str(workdir))
-    namespace: dict[str, object] = {"__name__": "__main__"}
+    # The blocks run as the __main__ module (a fresh one: the runner keeps its own), so that
+    # code looking a class's module up in sys.modules (SQLAlchemy's annotations) finds them.
+    main = types.ModuleType("__main__")
+    runner, sys.modules["__main__"] = sys.modules["__main__"], main
+    namespace = main.__dict__
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PGJOBS_DATABASE_URL"] = url
@@ -177,6 +182,7 @@ def _run(plan: dict[str, object]) -> int:
                 print(f"FAILED {where}: {type(exc).__name__}: {exc}")
             return 1
         print(f"    ok in {time.monotonic() - started:.2f} s", flush=True)
+    sys.modules["__main__"] = runner
     return 0
 
 
