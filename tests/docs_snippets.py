@@ -95,7 +95,9 @@ def blocks(path: Path) -> list[Block]:
             lines[end].strip().startswith(fence) and lines[end].strip().strip(fence[0]) == ""
         ):
             end += 1
-        body = [line[len(indent) :] if line.startswith(indent) else line for line in lines[start:end]]
+        body = [
+            line[len(indent) :] if line.startswith(indent) else line for line in lines[start:end]
+        ]
         previous = index - 1
         while previous >= 0 and not lines[previous].strip():
             previous -= 1
@@ -171,7 +173,8 @@ def _run(plan: dict[str, object]) -> int:
             elif kind == "sql":
                 import psycopg
 
-                with psycopg.connect(url, autocommit=True) as connection:
+                libpq_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+                with psycopg.connect(libpq_url, autocommit=True) as connection:
                     connection.execute(code)  # type: ignore[arg-type]
         except BaseException as exc:
             sys.stdout.flush()

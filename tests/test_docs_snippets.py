@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
 import subprocess
 import sys
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import pytest
