@@ -4,7 +4,8 @@ How a block is treated (tests/test_docs_snippets.py runs every page; docs/index.
 readers the same rules):
 
 - a block with a title (```python title="myapp/tasks.py"```) is a file: it is written to
-  that path, relative to the page's own empty working directory;
+  that path, relative to the page's own empty working directory (an absolute title such as
+  ``/etc/systemd/system/x.service`` lands there too, never in the real place);
 - a ```python block runs; all Python blocks of a page share one namespace, top to bottom,
   like a REPL session;
 - a ```sh block runs in bash (-e -u -o pipefail) with the virtual environment's ``bin``
@@ -152,7 +153,10 @@ def _run(plan: dict[str, object]) -> int:
         print(f"--- {where} ({kind}{': ' + block['title'] if block['title'] else ''})", flush=True)
         try:
             if kind == "file":
-                target = workdir / block["title"]
+                # Always inside the page's directory, even for a title like /etc/...
+                target = (workdir / block["title"].lstrip("/")).resolve()
+                if not target.is_relative_to(workdir.resolve()):
+                    raise ValueError(f"file title {block['title']!r} leaves the page directory")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(code, encoding="utf-8")
                 if target.suffix == ".py":
