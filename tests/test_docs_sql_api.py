@@ -49,16 +49,16 @@ def _parameters(arguments: str) -> list[tuple[str, str]]:
     found = []
     for item in re.split(r",\s*(?=\w+ )", arguments.strip()) if arguments.strip() else []:
         item = re.split(r"\s+(?:=|DEFAULT)\s+", item, maxsplit=1)[0].strip()
+        mode, item = ("OUT ", item[4:]) if item.startswith("OUT ") else ("", item)
         name, type_ = item.split(" ", 1)
-        found.append((name, _TYPES.get(type_, type_)))
+        type_ = re.sub(r"^.*\.", "", type_)  # app_jobs.jobs[] (any schema name): jobs[]
+        found.append((mode + name, _TYPES.get(type_, type_)))
     return found
 
 
 def test_every_function_is_documented_with_its_parameters(engine: Engine) -> None:
     page = (ROOT / "docs" / "sql-api.md").read_text(encoding="utf-8")
-    documented = {
-        match["name"]: _parameters(match["args"]) for match in _DOCUMENTED.finditer(page)
-    }
+    documented = {match["name"]: _parameters(match["args"]) for match in _DOCUMENTED.finditer(page)}
     with engine.connect() as connection:
         rows = connection.execute(
             text(
