@@ -417,10 +417,12 @@ def add_jobs(
     """Enqueue many jobs in one statement, with one NOTIFY per transaction.
 
     ``jobs`` is an iterable of :class:`JobSpec` (or mappings with the same keys), or a
-    ``select()`` whose columns are labelled like those fields (``identifier`` required):
-    its rows become jobs inside the database, without a round trip through Python::
+    ``select()`` whose columns are labelled like those fields (``identifier`` required,
+    ``payload`` of type ``json``): its rows become jobs inside the database, without a
+    round trip through Python::
 
-        add_jobs(select(orders.c.id.label("payload"), literal("ship").label("identifier")))
+        add_jobs(select(literal("ship").label("identifier"),
+                        func.json_build_object("id", orders.c.id).label("payload")))
 
     Returns one row per job, unkeyed ones first; with ``returning=False``, one row whose
     ``added`` column counts them (the rows are not sent: for big batches, nearly twice as
