@@ -1,0 +1,248 @@
+"""Limits: the payload size limit and its error, and a million queued jobs.
+
+The payload limit (:data:`sqla_pgjobs.validation.MAX_PAYLOAD_BYTES`, 16 MiB of UTF-8 JSON
+text) is checked by the Python wrappers before anything reaches the database; a payload at
+the limit goes through a real worker unchanged.
+
+A million jobs: enqueueing and draining on a table that holds 1,000,000 runnable jobs stay
+within twice their speed on a small table (the same operations, timed in the same test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+
+import sqla_pgjobs as pgjobs
+from sqla_pgjobs import InvalidArgumentError, JobSpec
+from sqla_pgjobs.validation import MAX_PAYLOAD_BYTES
+from sqla_pgjobs.worker import TaskRegistry, Worker
+from sqla_pgjobs.worker.queries import Queries
+from tests.helpers import SCHEMA, libpq_url, sql
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import URL, Engine
+
+TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
+
+
+@pytest.fixture
+def jobs(engine: Engine) -> Engine:
+    return engine.execution_options(**TRANSLATE)
+
+
+def job_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(sql("SELECT count(*) FROM app_jobs.jobs")).scalar_one())
+
+
+def payload_of_size(size: int, character: str = "x") -> dict[str, str]:
+    """A payload whose JSON text (as the wrappers send it) is exactly ``size`` bytes, made of
+    ``character`` (padded with ASCII where its UTF-8 width does not divide the size)."""
+    room = size - len(b'{"data":""}')
+    width = len(character.encode())
+    payload = {"data": character * (room // width) + "x" * (room % width)}
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    assert len(text.encode()) == size
+    return payload
+
+
+# --- Payload size -------------------------------------------------------------------------
+
+
+def test_a_payload_over_the_limit_is_refused_with_its_size_and_nothing_is_written(
+    jobs: Engine,
+) -> None:
+    """Proves: add_job, add_jobs and add_scheduled_job refuse a payload one byte over the
+    limit with InvalidArgumentError naming the argument, the size and the limit (and not
+    echoing the payload); the limit counts UTF-8 bytes, not characters; nothing is written."""
+    too_big = payload_of_size(MAX_PAYLOAD_BYTES + 1)
+    # 2-byte characters: fewer characters than the limit, more bytes.
+    too_big_in_bytes = payload_of_size(MAX_PAYLOAD_BYTES + 1, "é")
+    assert len(json.dumps(too_big_in_bytes, ensure_ascii=False)) < MAX_PAYLOAD_BYTES
+    attempts: list[tuple[str, Callable[[], Any]]] = [
+        ("payload", lambda: pgjobs.add_job("t", too_big)),
+        ("payload", lambda: pgjobs.add_job("t", too_big_in_bytes)),
+        ("jobs[1].payload", lambda: pgjobs.add_jobs([JobSpec("t"), JobSpec("t", too_big)])),
+        ("payload", lambda: pgjobs.add_scheduled_job("t", too_big, "* * * * *")),
+    ]
+    for argument, attempt in attempts:
+        with pytest.raises(InvalidArgumentError) as raised:
+            attempt()
+        error = raised.value
+        assert error.argument == argument
+        assert str(error) == (
+            f"{argument} is not allowed: its JSON text is {MAX_PAYLOAD_BYTES + 1} bytes; "
+            f"at most {MAX_PAYLOAD_BYTES} (16 MiB) are allowed"
+        )
+    assert job_count(jobs) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_payloads_at_the_limit_go_through_a_worker_unchanged(
+    jobs: Engine, database_url: URL
+) -> None:
+    """Proves: payloads of exactly MAX_PAYLOAD_BYTES (one by add_job, two in one add_jobs
+    call, ASCII and multi-byte) are stored and handed to the handler byte for byte."""
+    payloads = [
+        payload_of_size(MAX_PAYLOAD_BYTES),
+        payload_of_size(MAX_PAYLOAD_BYTES, "é"),
+        payload_of_size(MAX_PAYLOAD_BYTES, "€"),
+    ]
+
+    def digest(payload: Any) -> str:
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    expected = sorted(digest(p) for p in payloads)
+    with jobs.begin() as connection:
+        connection.execute(pgjobs.add_job("big", payloads[0]))
+        connection.execute(pgjobs.add_jobs([JobSpec("big", p) for p in payloads[1:]]))
+
+    tasks = TaskRegistry()
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    @tasks.task("big")
+    def big(payload: Any) -> None:
+        with lock:
+            seen.append(digest(payload))
+
+    worker = Worker(database_url, tasks, schema=SCHEMA, concurrency=2, poll_interval=0.5)
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    assert stats.completed == len(payloads)
+    assert sorted(seen) == expected
+    assert job_count(jobs) == 0
+
+
+# --- A million queued jobs ------------------------------------------------------------------
+
+BULK_INSERT = """
+INSERT INTO app_jobs.jobs (task_identifier, payload)
+SELECT 'queued', pg_catalog.json_build_object('n', n) FROM generate_series(1, :count) n
+"""
+
+
+def enqueue_seconds(url: URL, jobs_per_round: int) -> float:
+    """Seconds per job to add ``jobs_per_round`` jobs one add_job transaction at a time
+    (the best of three rounds: the machine is shared)."""
+    engine = create_engine(url).execution_options(**TRANSLATE)
+    rounds = []
+    try:
+        for _ in range(3):
+            begun = time.perf_counter()
+            for i in range(jobs_per_round):
+                with engine.begin() as connection:
+                    connection.execute(pgjobs.add_job("measured", {"i": i}))
+            rounds.append((time.perf_counter() - begun) / jobs_per_round)
+    finally:
+        engine.dispose()
+    return min(rounds)
+
+
+def bulk_enqueue_seconds(url: URL, jobs_per_call: int) -> float:
+    """Seconds per job for one add_jobs call of ``jobs_per_call`` jobs (best of three)."""
+    engine = create_engine(url).execution_options(**TRANSLATE)
+    rounds = []
+    try:
+        for _ in range(3):
+            specs = [JobSpec("measured", {"i": i}) for i in range(jobs_per_call)]
+            begun = time.perf_counter()
+            with engine.begin() as connection:
+                connection.execute(pgjobs.add_jobs(specs)).all()
+            rounds.append((time.perf_counter() - begun) / jobs_per_call)
+    finally:
+        engine.dispose()
+    return min(rounds)
+
+
+def drain_seconds(url: URL, cycles: int, batch: int = 10) -> float:
+    """Seconds per job to take and complete jobs the way the worker does (its own
+    statements: get_jobs for ``batch`` jobs and complete_job_batch, one transaction per
+    cycle), over ``cycles`` cycles; the best of five slices of the run."""
+    queries = Queries.for_schema(SCHEMA)
+    worker_id = "drain-measure"
+    slices: list[float] = []
+    per_slice = cycles // 5
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        held: list[int] = []
+        for _ in range(5):
+            begun = time.perf_counter()
+            taken = 0
+            for _ in range(per_slice):
+                with connection.transaction():
+                    if held:
+                        connection.execute(
+                            queries.complete_jobs, {"worker_id": worker_id, "job_ids": held}
+                        )
+                    rows = connection.execute(
+                        queries.get_jobs,
+                        {
+                            "worker_id": worker_id,
+                            "task_identifiers": None,
+                            "job_expiry": None,
+                            "max_jobs": batch,
+                        },
+                    ).fetchall()
+                held = [row[0] for row in rows]
+                taken += len(held)
+            assert taken == per_slice * batch, "ran out of jobs"
+            slices.append((time.perf_counter() - begun) / taken)
+        connection.execute(queries.release_jobs, {"worker_id": worker_id, "keep_job_ids": None})
+    return min(slices)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_with_a_million_jobs_queued_enqueue_and_drain_stay_within_twice_a_small_table(
+    engine: Engine, database_url: URL
+) -> None:
+    """The same measurements on a table of 10,000 queued jobs, then of 1,000,000 (bulk
+    INSERT ... SELECT, then ANALYZE as autovacuum would): add_job one per transaction,
+    add_jobs of 1,000, and take-and-complete through the worker's statements. Proves:
+    each stays within 2x of its small-table speed (each figure is the best of several
+    rounds, so that other work on a shared machine does not decide the ratio)."""
+    small, big = 10_000, 1_000_000
+
+    def fill(count: int) -> float:
+        begun = time.perf_counter()
+        with engine.begin() as connection:
+            connection.execute(sql(BULK_INSERT), {"count": count})
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sql("VACUUM ANALYZE app_jobs.jobs"))
+        return time.perf_counter() - begun
+
+    def measure() -> dict[str, float]:
+        return {
+            "add_job": enqueue_seconds(database_url, 300),
+            "add_jobs": bulk_enqueue_seconds(database_url, 1000),
+            "drain": drain_seconds(database_url, cycles=500),
+        }
+
+    fill(small)
+    on_small = measure()
+    fill_took = fill(big - job_count(engine))
+    assert job_count(engine) >= big
+    on_big = measure()
+
+    ratios = {name: on_big[name] / on_small[name] for name in on_small}
+    print(
+        f"\n{big} jobs bulk-inserted in {fill_took:.0f} s; seconds per job, small -> 1M table: "
+        + "; ".join(
+            f"{name} {on_small[name] * 1e3:.3f} ms -> {on_big[name] * 1e3:.3f} ms "
+            f"(x{ratios[name]:.2f})"
+            for name in on_small
+        )
+    )
+    for name in on_small:
+        assert ratios[name] <= 2, (name, on_small, on_big)
