@@ -357,13 +357,19 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
         install(connection, SCHEMA, LATEST_VERSION)
         connection.exec_driver_sql(raw(FIRES_TABLE))
     with jobs_engine(engine).begin() as connection:
-        connection.execute(add_scheduled_job("record", {}, "* * * * * *"))
-    job_ids = enqueue(engine, [JobSpec("record", {"sleep": 0.01}) for _ in range(count)])
-
+        # Priority -1: its jobs go ahead of the backlog, so each fire's job is done before
+        # the next fire (a fire while the previous job is pending is skipped, by design).
+        connection.execute(add_scheduled_job("record", {}, "* * * * * *", priority=-1))
     started = [workers.start(url, "--concurrency", "4", name=f"restart{i}") for i in (1, 2)]
     scheduler = start_scheduler(workers, url, "--lease", "20")
     wait_until(
-        lambda: len(finished_jobs(workers.runs())) >= count // 5 and len(fires(engine)) >= 3,
+        lambda: len(fires(engine)) >= 2,
+        60,
+        lambda: f"the schedule does not fire\n{workers.logs()}",
+    )
+    job_ids = enqueue(engine, [JobSpec("record", {"sleep": 0.02}) for _ in range(count)])
+    wait_until(
+        lambda: len(finished_jobs(workers.runs())) >= count // 5,
         120,
         lambda: f"no progress\n{workers.logs()}",
     )
@@ -406,7 +412,7 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
     assert twice == {}, twice
     # Fires resume soon after the server is back (lease kept; reconnect backoff <= 5 s).
     resumed = min(f.recorded_at.timestamp() for f in fired if f.recorded_at.timestamp() > restarted)
-    assert resumed - restarted <= 5 + 5, resumed - restarted
+    assert resumed - restarted <= 5 + 5, (resumed - restarted, scheduler.log()[-3000:])
     engine.dispose()
     print(
         f"\nrestart after {count - left_before} of {count} jobs: "
