@@ -314,6 +314,64 @@ def test_terminating_a_workers_backends_mid_batch_runs_every_job_exactly_once(
     print(f"\n{cut} backends terminated over {terminations} rounds; every job ran once")
 
 
+# --- A live worker frozen past its heartbeat timeout ----------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_frozen_past_its_heartbeat_timeout_loses_its_job_and_its_late_result_is_ignored(
+    engine: Engine, database_url: URL, workers: Workers
+) -> None:
+    """The limit of "never twice at the same time": a worker that is alive but silent for
+    longer than its heartbeat timeout (here SIGSTOP; in life a frozen VM or a partition) is
+    given up for dead, and its job runs elsewhere while its own run is still in progress.
+    Proves what happens then: the job runs twice, overlapping; the frozen worker's late
+    result changes nothing (complete_job_batch only completes held jobs, C1) and it logs
+    both facts; it stays up and exits 0 on SIGTERM."""
+    heartbeat_timeout = 2.0
+    options = ("--concurrency", "1", "--heartbeat-timeout", str(heartbeat_timeout))
+    [job_id] = enqueue(engine, [JobSpec("sleep_on_first_attempt", {"seconds": 4, "then": 0})])
+    frozen = workers.start(database_url, *options, name="frozen")
+    wait_until(
+        lambda: any(s["job_id"] == job_id for s in workers.starts()),
+        60,
+        lambda: f"the job did not start\n{frozen.log()}",
+    )
+    frozen.send(signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        other = workers.start(database_url, *options, name="other")
+        wait_until(
+            lambda: job_count(engine) == 0,
+            heartbeat_timeout + 60,
+            lambda: f"the job was not taken over\n{workers.logs()}",
+        )
+    finally:
+        frozen.send(signal.SIGCONT)
+    wait_until(
+        lambda: "had been taken over" in frozen.log(),
+        30,
+        lambda: f"the frozen worker did not report its late result\n{frozen.log()}",
+    )
+    assert "had been given up for dead" in frozen.log()
+    [again] = enqueue(engine, [JobSpec("record")])
+    wait_until(lambda: job_count(engine) == 0, 30, workers.logs)
+    stop_all([frozen, other])
+
+    events = workers.runs()
+    runs = runs_by_job(events, {})
+    assert [pid for pid in (e["pid"] for e in events if e["job_id"] == job_id)] == [
+        frozen.pid,
+        other.pid,
+        other.pid,
+        frozen.pid,
+    ]
+    assert job_id in overlapping_runs(runs)
+    assert runs[again]
+    taken_over = runs[job_id][1][0] - stopped_at
+    assert taken_over <= heartbeat_timeout + 5, taken_over
+    print(f"\nthe frozen worker's job ran elsewhere {taken_over:.1f} s after SIGSTOP")
+
+
 # --- A database restart under workers and a scheduler ----------------------------------------
 
 FIRES_TABLE = """
@@ -477,13 +535,15 @@ def old_snapshot(url: URL) -> Iterator[int]:
 def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boundedly(
     database_url: URL, workers: Workers
 ) -> None:
-    """The same 10,000 jobs are drained three times: with nothing in the way, while another
-    session sits idle in a transaction holding a snapshot older than every job, and after
-    that session ends. Proves (with the numbers documented in docs/guarantees.md): the
-    drain still completes; throughput drops by a bounded factor (at least a quarter of the
-    clean run's); the table grows by at most a few tuple versions per job drained under the
-    snapshot (VACUUM can reclaim nothing then); once the snapshot is gone, VACUUM reclaims
-    it all and the next run is as fast as the first again."""
+    """Batches of 10,000 jobs are drained by a worker process: one with nothing in the way;
+    two in a row while another session sits idle in a transaction holding a snapshot older
+    than all of them; one after that session ends and VACUUM has run. Proves (numbers in
+    docs/guarantees.md): every drain completes; the table grows by about two row versions
+    per job drained under the snapshot (VACUUM can remove none of them) and no more; the
+    slowdown is bounded by the number of jobs finished since the snapshot was taken (each
+    take of jobs steps over their dead index entries): it grows from the first batch to
+    the second; once the snapshot is gone VACUUM reclaims everything and draining is as
+    fast as before."""
     count = 10_000
     engine = create_engine(database_url, poolclass=NullPool)
     clean = drain_seconds(workers, engine, database_url, count)
@@ -491,7 +551,8 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     before = table_stats(engine)
 
     with old_snapshot(database_url):
-        held = drain_seconds(workers, engine, database_url, count)
+        first = drain_seconds(workers, engine, database_url, count)
+        second = drain_seconds(workers, engine, database_url, count)
         during = table_stats(engine)
 
     vacuum(engine)
@@ -500,16 +561,20 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     engine.dispose()
 
     growth = (during["heap"] + during["indexes"]) - (before["heap"] + before["indexes"])
-    per_job = growth / count
+    per_job = growth / (2 * count)
     print(
-        f"\ndrain of {count} jobs: clean {clean:.1f} s, under an old snapshot {held:.1f} s "
-        f"(x{held / clean:.2f}), after it ended {after:.1f} s; table+indexes {before} -> "
+        f"\ndrain of {count} jobs: clean {clean:.1f} s; under an old snapshot {first:.1f} s "
+        f"(x{first / clean:.2f}), then {second:.1f} s (x{second / clean:.2f}); after it "
+        f"ended and VACUUM {after:.1f} s (x{after / clean:.2f}); table+indexes {before} -> "
         f"{during} ({per_job:.0f} bytes per job) -> after VACUUM {vacuumed}"
     )
-    assert held <= 4 * clean + 10, (clean, held)
-    # A job leaves at most three row versions (inserted, locked, failed-or-not), each with
-    # its index entries: about 1 kB. Four times that is the bound.
-    assert per_job <= 4096, during
-    assert during["dead"] >= count  # the snapshot really kept the dead rows
+    # Each job leaves two row versions (inserted; locked) and their index entries, about
+    # 300 bytes; 1 kB is the bound.
+    assert during["dead"] >= 2 * count  # the snapshot really kept the dead rows
+    assert per_job <= 1024, during
+    # Measured (2 cores, shared): x2.0 for the first 10,000 jobs under the snapshot.
+    assert first <= 4 * clean + 10, (clean, first)
+    assert second <= 8 * clean + 10, (clean, second)
     assert vacuumed["dead"] == 0
+    assert vacuumed["heap"] <= before["heap"] + 8192
     assert after <= 2 * clean + 10, (clean, after)
