@@ -398,16 +398,25 @@ def fires(engine: Engine) -> list[Any]:
         )
 
 
+def restart(server: OwnPostgres, mode: str, down_for: float) -> None:
+    """Stop the server (``fast``: sessions cut, clean shutdown; ``immediate``: a crash, WAL
+    replayed at the next start), leave it down ``down_for`` seconds, start it again."""
+    server.pg_ctl("-m", mode, "stop")
+    time.sleep(down_for)
+    server.start()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_nothing(
-    own_postgres: OwnPostgres, workers: Workers
+    own_postgres: OwnPostgres, workers: Workers, mode: str
 ) -> None:
-    """A cluster of the test's own is stopped (fast: sessions cut), left down 3 s and
-    started again while two workers run 3,000 jobs and a scheduler fires a per-second
-    schedule. Proves: workers and scheduler reconnect by themselves; every job (enqueued or
-    fired) runs to its end exactly once, never twice at a time; the schedule fires again
-    after the restart, one job per fire time."""
+    """A cluster of the test's own is stopped (``fast``: a clean shutdown; ``immediate``:
+    a crash), left down 3 s and started again while two workers run 3,000 jobs and a
+    scheduler fires a per-second schedule. Proves: workers and scheduler reconnect by
+    themselves; every job (enqueued or fired) runs to its end exactly once, never twice at
+    a time; the schedule fires again after the restart, one job per fire time."""
     count, down_for = 3000, 3.0
     url = own_postgres.url()
     engine = create_engine(url, poolclass=NullPool)
@@ -433,7 +442,7 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
     )
     left_before = job_count(engine)
     restart_begun = time.time()
-    own_postgres.restart(down_for=down_for)
+    restart(own_postgres, mode, down_for)
     restarted = time.time()
     assert left_before > 8 * 10, "the restart came too late to be mid-run"
 
@@ -473,7 +482,7 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
     assert resumed - restarted <= 5 + 5, (resumed - restarted, scheduler.log()[-3000:])
     engine.dispose()
     print(
-        f"\nrestart after {count - left_before} of {count} jobs: "
+        f"\n{mode} restart after {count - left_before} of {count} jobs: "
         f"down {restarted - restart_begun:.1f} s;"
         f" first fire {resumed - restarted:.1f} s after it was back; {len(fired)} fires;"
         " nothing ran twice"
