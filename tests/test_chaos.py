@@ -507,21 +507,41 @@ def table_stats(engine: Engine) -> dict[str, int]:
     return {"heap": int(row.heap), "indexes": int(row.indexes), "dead": int(row.dead or 0)}
 
 
+def index_entries_read(engine: Engine) -> int:
+    """Entries read so far by scans of jobs_available_idx, the index get_jobs walks (dead
+    entries it must step over included): the work behind taking jobs, whatever the load
+    of the machine. Statistics reach the view within about a second of a session's
+    activity (PostgreSQL 15+), so wait until the figure stops changing."""
+    query = sql(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes"
+        " WHERE indexrelid = 'app_jobs.jobs_available_idx'::regclass"
+    )
+    last = -1
+    while True:
+        with engine.connect() as connection:
+            reads = int(connection.execute(query).scalar_one())
+        if reads == last:
+            return reads
+        last = reads
+        time.sleep(1.5)
+
+
 def vacuum(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sql("VACUUM app_jobs.jobs"))
 
 
-def drain_seconds(workers: Workers, engine: Engine, url: URL, count: int) -> float:
-    """Enqueue ``count`` jobs, drain them with one `pgjobs worker --drain` (concurrency 8);
-    the seconds the drain took."""
+def drain(workers: Workers, engine: Engine, url: URL, count: int) -> tuple[float, float]:
+    """Enqueue ``count`` jobs and drain them with one `pgjobs worker --drain` (concurrency
+    8): the seconds the drain took, and the index entries get_jobs read per job taken."""
     enqueue(engine, [JobSpec("record") for _ in range(count)])
+    reads_before = index_entries_read(engine)
     begun = time.monotonic()
     result = workers.drain(url, "--concurrency", "8", timeout=240)
     took = time.monotonic() - begun
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_count(engine) == 0
-    return took
+    return took, (index_entries_read(engine) - reads_before) / count
 
 
 @contextlib.contextmanager
@@ -549,41 +569,52 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     than all of them; one after that session ends and VACUUM has run. Proves (numbers in
     docs/guarantees.md): every drain completes; the table grows by about two row versions
     per job drained under the snapshot (VACUUM can remove none of them) and no more; the
-    slowdown is bounded by the number of jobs finished since the snapshot was taken (each
-    take of jobs steps over their dead index entries): it grows from the first batch to
-    the second; once the snapshot is gone VACUUM reclaims everything and draining is as
-    fast as before."""
+    extra work is bounded by the jobs finished since the snapshot was taken: each take of
+    jobs steps over their dead entries in the index it walks, so the entries read per job
+    grow from the first batch to the second (counted, not timed: the count does not depend
+    on the machine's load); once the snapshot is gone VACUUM reclaims everything and
+    taking jobs costs what it did before."""
     count = 10_000
     engine = create_engine(database_url, poolclass=NullPool)
-    clean = drain_seconds(workers, engine, database_url, count)
+    clean, clean_reads = drain(workers, engine, database_url, count)
     vacuum(engine)
     before = table_stats(engine)
 
     with old_snapshot(database_url):
-        first = drain_seconds(workers, engine, database_url, count)
-        second = drain_seconds(workers, engine, database_url, count)
+        first, first_reads = drain(workers, engine, database_url, count)
+        second, second_reads = drain(workers, engine, database_url, count)
         during = table_stats(engine)
 
     vacuum(engine)
     vacuumed = table_stats(engine)
-    after = drain_seconds(workers, engine, database_url, count)
+    after, after_reads = drain(workers, engine, database_url, count)
     engine.dispose()
 
     growth = (during["heap"] + during["indexes"]) - (before["heap"] + before["indexes"])
     per_job = growth / (2 * count)
     print(
-        f"\ndrain of {count} jobs: clean {clean:.1f} s; under an old snapshot {first:.1f} s "
-        f"(x{first / clean:.2f}), then {second:.1f} s (x{second / clean:.2f}); after it "
-        f"ended and VACUUM {after:.1f} s (x{after / clean:.2f}); table+indexes {before} -> "
-        f"{during} ({per_job:.0f} bytes per job) -> after VACUUM {vacuumed}"
+        f"\ndrain of {count} jobs (seconds; index entries read per job): clean {clean:.1f}, "
+        f"{clean_reads:.0f}; under an old snapshot {first:.1f}, {first_reads:.0f}; then "
+        f"{second:.1f}, {second_reads:.0f}; after it ended and VACUUM {after:.1f}, "
+        f"{after_reads:.0f}; table+indexes {before} -> {during} ({per_job:.0f} bytes per "
+        f"job) -> after VACUUM {vacuumed}"
     )
     # Each job leaves two row versions (inserted; locked) and their index entries, about
     # 300 bytes; 1 kB is the bound.
     assert during["dead"] >= 2 * count  # the snapshot really kept the dead rows
     assert per_job <= 1024, during
-    # Measured (2 cores, shared): x2.0 for the first 10,000 jobs under the snapshot.
-    assert first <= 4 * clean + 10, (clean, first)
-    assert second <= 8 * clean + 10, (clean, second)
+    # Taking a job steps over the dead entries of the jobs taken before it under the
+    # snapshot: on average count / 2 of them in the first batch, 3 * count / 2 in the
+    # second. Measured: about half of that per job (2,507 and 7,512), as the worker's
+    # index scans (get_jobs, next_run_at) step over them for a few jobs at a time. The
+    # bound is twice the measure; the growth is linear (x3 from the first batch to the
+    # second), so an hours-long snapshot on a busy queue slows it more and more.
+    assert clean_reads <= 10
+    assert first_reads <= count, first_reads
+    assert second_reads <= 3 * count, second_reads
+    assert second_reads >= 2 * first_reads, (first_reads, second_reads)
     assert vacuumed["dead"] == 0
     assert vacuumed["heap"] <= before["heap"] + 8192
-    assert after <= 2 * clean + 10, (clean, after)
+    assert after_reads <= 10
+    # Times, with room for a shared machine: every drain finishes.
+    assert max(first, second, after) <= 8 * clean + 60, (clean, first, second, after)
