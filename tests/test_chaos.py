@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from sqla_pgjobs import JobSpec, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
-from tests.helpers import SCHEMA, libpq_url, raw, sql
+from tests.helpers import SCHEMA, libpq_url, quote_schema, raw, sql
 from tests.test_worker_processes import (
     PGJOBS,
     REPO,
@@ -494,15 +494,17 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
 
 def table_stats(engine: Engine) -> dict[str, int]:
     """The job table's size (heap and indexes, bytes) and its dead rows (after ANALYZE)."""
+    jobs = f"{quote_schema(SCHEMA)}.jobs"  # a bound value: the schema name may hold quotes
     with engine.connect() as connection:
         connection.execute(sql("ANALYZE app_jobs.jobs"))
         row = connection.execute(
-            sql(
-                "SELECT pg_relation_size('app_jobs.jobs') AS heap,"
-                " pg_indexes_size('app_jobs.jobs') AS indexes,"
+            text(
+                "SELECT pg_relation_size(CAST(:jobs AS regclass)) AS heap,"
+                " pg_indexes_size(CAST(:jobs AS regclass)) AS indexes,"
                 " (SELECT n_dead_tup FROM pg_stat_user_tables"
-                "   WHERE relid = 'app_jobs.jobs'::regclass) AS dead"
-            )
+                "   WHERE relid = CAST(:jobs AS regclass)) AS dead"
+            ),
+            {"jobs": jobs},
         ).one()
     return {"heap": int(row.heap), "indexes": int(row.indexes), "dead": int(row.dead or 0)}
 
@@ -512,14 +514,14 @@ def index_entries_read(engine: Engine) -> int:
     entries it must step over included): the work behind taking jobs, whatever the load
     of the machine. Statistics reach the view within about a second of a session's
     activity (PostgreSQL 15+), so wait until the figure stops changing."""
-    query = sql(
-        "SELECT idx_tup_read FROM pg_stat_user_indexes"
-        " WHERE indexrelid = 'app_jobs.jobs_available_idx'::regclass"
+    query = text(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = CAST(:index AS regclass)"
     )
+    index = f"{quote_schema(SCHEMA)}.jobs_available_idx"
     last = -1
     while True:
         with engine.connect() as connection:
-            reads = int(connection.execute(query).scalar_one())
+            reads = int(connection.execute(query, {"index": index}).scalar_one())
         if reads == last:
             return reads
         last = reads
