@@ -611,12 +611,14 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     # index scans (get_jobs, next_run_at) step over them for a few jobs at a time. The
     # bound is twice the measure; the growth is linear (x3 from the first batch to the
     # second), so an hours-long snapshot on a busy queue slows it more and more.
-    assert clean_reads <= 10
+    # Without the old snapshot: 2 entries per job, sometimes a few dozen (other short
+    # snapshots, such as autovacuum's ANALYZE, keep fresh dead entries for a moment).
+    assert clean_reads <= count / 50
     assert first_reads <= count, first_reads
     assert second_reads <= 3 * count, second_reads
     assert second_reads >= 2 * first_reads, (first_reads, second_reads)
     assert vacuumed["dead"] == 0
     assert vacuumed["heap"] <= before["heap"] + 8192
-    assert after_reads <= 10
+    assert after_reads <= count / 50
     # Times, with room for a shared machine: every drain finishes.
     assert max(first, second, after) <= 8 * clean + 60, (clean, first, second, after)
