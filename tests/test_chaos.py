@@ -611,18 +611,19 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     # 300 bytes; 1 kB is the bound.
     assert during["dead"] >= 2 * count  # the snapshot really kept the dead rows
     assert per_job <= 1024, during
-    # Taking a job steps over the dead entries of the jobs taken before it under the
-    # snapshot: on average count / 2 of them in the first batch, 3 * count / 2 in the
-    # second. Measured: about half of that per job (2,507 and 7,512), as the worker's
-    # index scans (get_jobs, next_run_at) step over them for a few jobs at a time. The
-    # bound is twice the measure; the growth is linear (x3 from the first batch to the
-    # second), so an hours-long snapshot on a busy queue slows it more and more.
-    # Without the old snapshot: 2 entries per job, sometimes a few dozen (other short
-    # snapshots, such as autovacuum's ANALYZE, keep fresh dead entries for a moment).
+    # A call that takes jobs walks the dead index entries of the jobs taken before it
+    # under the snapshot once (get_jobs and next_run_at start at the first runnable
+    # entry): on average count / 2 of them during the first batch, 3 * count / 2 during
+    # the second, shared by the jobs the call takes. Measured: about 200 and 380 entries
+    # per job, as the worker takes dozens of jobs per call. The bound is one walk per job;
+    # the growth from the first batch to the second shows the cost follows the jobs
+    # finished since the snapshot was taken.
+    # Without the old snapshot: 2 per job, up to a few dozen on a shared server (other
+    # short-lived snapshots, such as autovacuum's ANALYZE, keep fresh dead entries a moment).
     assert clean_reads <= count / 50
-    assert first_reads <= count, first_reads
-    assert second_reads <= 3 * count, second_reads
-    assert second_reads >= 2 * first_reads, (first_reads, second_reads)
+    assert first_reads <= count / 2, first_reads
+    assert second_reads <= 3 * count / 2, second_reads
+    assert second_reads > 1.2 * first_reads, (first_reads, second_reads)
     assert vacuumed["dead"] == 0
     assert vacuumed["heap"] <= before["heap"] + 8192
     assert after_reads <= count / 50
