@@ -136,11 +136,12 @@ class Workers:
         )
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every event recorded by the handlers so far, in time order."""
+        """Every event recorded by the handlers so far, in time order. A line still being
+        written (no newline yet) is left for the next call."""
         events = [
             json.loads(line)
             for path in sorted(self.runs_dir.glob("*.jsonl"))
-            for line in path.read_text().splitlines()
+            for line in path.read_text().split("\n")[:-1]
         ]
         return sorted(events, key=lambda event: event["time"])
 

@@ -385,7 +385,7 @@ def add_job(
     return _ADD_JOB.params(
         db_id=check.check_tenant("db_id", db_id),
         identifier=check.check_name("identifier", identifier),
-        payload=check.json_text("payload", payload),
+        payload=check.check_payload("payload", payload),
         job_key=check.check_key("job_key", job_key),
         queue_name=check.check_name("queue_name", queue_name, optional=True),
         run_at=check.check_aware("run_at", run_at),
@@ -446,7 +446,7 @@ def _add_jobs_from(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> JobStatement:
         fields = _spec_fields(i, spec)
         where = f"jobs[{i}]."
         columns["identifier"].append(check.check_name(where + "identifier", fields["identifier"]))
-        columns["payload"].append(check.json_text(where + "payload", fields["payload"]))
+        columns["payload"].append(check.check_payload(where + "payload", fields["payload"]))
         columns["db_id"].append(check.check_tenant(where + "db_id", fields["db_id"]))
         columns["job_key"].append(check.check_key(where + "job_key", fields["job_key"]))
         columns["queue_name"].append(
@@ -557,7 +557,7 @@ def add_scheduled_job(
     return _ADD_SCHEDULED_JOB.params(
         db_id=check.check_tenant("db_id", db_id),
         identifier=check.check_name("identifier", identifier),
-        payload=check.json_text("payload", payload),
+        payload=check.check_payload("payload", payload),
         schedule_info=schedule_text,
         job_key=check.check_key("job_key", job_key),
         queue_name=check.check_name("queue_name", queue_name, optional=True),

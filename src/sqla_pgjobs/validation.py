@@ -17,6 +17,7 @@ from sqla_pgjobs.errors import InvalidArgumentError, InvalidWorkerIdError
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_PAYLOAD_BYTES",
     "check_aware",
     "check_count",
     "check_id",
@@ -25,6 +26,7 @@ __all__ = [
     "check_key",
     "check_list",
     "check_name",
+    "check_payload",
     "check_positive",
     "check_priority",
     "check_seconds",
@@ -41,6 +43,12 @@ MIN_WORKER_ID_LENGTH = 4  # jobs_locked_by_check
 #: now() plus or minus it stays a timestamp both PostgreSQL and Python can read (a larger
 #: one made every get_jobs fail with "timestamp out of range").
 MAX_INTERVAL = timedelta(days=365_000)
+#: The largest payload, as UTF-8 JSON text. PostgreSQL's own limit is 1 GB per value and per
+#: message (one add_jobs call sends all its payloads in one array), and a worker holds up to
+#: `concurrency` payloads at once: 16 MiB keeps a worker of concurrency 10 under 200 MiB of
+#: payloads and leaves room for 60 of them in one add_jobs. Bigger data belongs in a table
+#: or object store, with its key in the payload.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
@@ -215,6 +223,23 @@ def check_seconds(argument: str, value: object) -> timedelta | None:
         return check_interval(argument, timedelta(seconds=value))
     except (OverflowError, ValueError):  # NaN, inf, 1e20; InvalidArgumentError included
         raise InvalidArgumentError(argument, value, allowed) from None
+
+
+def check_payload(argument: str, value: Any) -> str | None:
+    """A job payload as JSON text (see :func:`json_text`): at most
+    :data:`MAX_PAYLOAD_BYTES` bytes of it. The error does not repeat the payload itself."""
+    text = json_text(argument, value)
+    if text is not None and len(text) > MAX_PAYLOAD_BYTES // 4:
+        size = len(text.encode("utf-8"))
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidArgumentError(
+                argument,
+                None,
+                f"its JSON text is {size} bytes; at most {MAX_PAYLOAD_BYTES} "
+                f"({MAX_PAYLOAD_BYTES // 2**20} MiB) are allowed",
+                known=False,
+            )
+    return text
 
 
 def json_text(argument: str, value: Any) -> str | None:
