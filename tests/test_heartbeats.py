@@ -193,3 +193,31 @@ def test_admin_functions_leave_a_live_workers_job_alone_unless_forced(engine: En
             {"id": job.id},
         ).one()
         assert (failed.last_error, failed.locked_by) == ("stuck", None)
+
+
+def test_a_restart_of_postgresql_counts_as_every_workers_heartbeat(engine: Engine) -> None:
+    """No heartbeat gets through while the server is down: after a restart, a worker whose
+    last heartbeat is older than its timeout keeps its jobs until heartbeat_timeout after
+    the server's start, so the first worker back does not take over one still reconnecting."""
+    with engine.begin() as connection:
+        job = one(connection, "SELECT * FROM app_jobs.add_job(NULL, 't', NULL, NULL, 'q')")
+        beat(connection, "slow-to-return")
+        one(connection, "SELECT * FROM app_jobs.get_job('slow-to-return')")
+        # Heard from an hour before this server started; its timeout runs out 10 minutes
+        # from now if counted from the start, 50 minutes ago if counted from the heartbeat.
+        connection.execute(
+            sql(
+                "UPDATE app_jobs.workers SET last_heartbeat ="
+                " pg_postmaster_start_time() - interval '1 hour',"
+                " heartbeat_timeout = now() - pg_postmaster_start_time() + interval '10 minutes'"
+            )
+        )
+        assert one(connection, "SELECT * FROM app_jobs.get_job('first-back')").id is None
+        held = one(connection, "SELECT * FROM app_jobs.jobs WHERE id = :id", id=job.id)
+        assert held.locked_by == "slow-to-return"
+        until = one(
+            connection,
+            "SELECT app_jobs.next_run_at() - now() AS wait,"
+            " app_jobs.lock_is_held(now(), 'slow-to-return', now()) AS held",
+        )
+        assert 590 <= until.wait.total_seconds() <= 600 and until.held

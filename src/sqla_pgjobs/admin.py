@@ -40,7 +40,9 @@ def job_state() -> ColumnElement[str]:
 
 
 def _worker_alive() -> ColumnElement[bool]:
-    return (workers.c.last_heartbeat >= func.now() - workers.c.heartbeat_timeout).label("alive")
+    # As the schema's lock_is_held: a restart of PostgreSQL counts as everyone's heartbeat.
+    heard = func.greatest(workers.c.last_heartbeat, func.pg_postmaster_start_time())
+    return (heard >= func.now() - workers.c.heartbeat_timeout).label("alive")
 
 
 def status(connection: Connection) -> dict[str, Any]:

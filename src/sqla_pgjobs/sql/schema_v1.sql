@@ -562,6 +562,12 @@ $$;
 -- Whether a lock (of a job or a queue) still counts. A registered worker's lock counts while
 -- the worker heartbeats within its own timeout, whatever its age; the lock of a holder that
 -- never registered (the reference Node worker) counts until it is older than expired_before.
+--
+-- A restart of PostgreSQL counts as a heartbeat of every worker (here, in recover_jobs and
+-- in next_run_at): no heartbeat could get through while the server was down, so after an
+-- outage longer than heartbeat_timeout the first worker back must not take the jobs of one
+-- that is still reconnecting, and still running them. Each gets heartbeat_timeout from the
+-- server's start to be heard from.
 CREATE FUNCTION app_jobs.lock_is_held(
   locked_at timestamptz,
   locked_by text,
@@ -571,7 +577,8 @@ LANGUAGE sql STABLE
 AS $$
   SELECT lock_is_held.locked_at IS NOT NULL
      AND coalesce(
-           (SELECT w.last_heartbeat >= pg_catalog.now() - w.heartbeat_timeout
+           (SELECT GREATEST(w.last_heartbeat, pg_catalog.pg_postmaster_start_time())
+                     >= pg_catalog.now() - w.heartbeat_timeout
               FROM app_jobs.workers w
              WHERE w.worker_id = lock_is_held.locked_by),
            lock_is_held.locked_at >= lock_is_held.expired_before)
@@ -646,7 +653,8 @@ BEGIN
   -- Both checks below are index or tiny-table probes: most calls stop here (89 us saved
   -- per get_jobs).
   IF NOT EXISTS (SELECT 1 FROM app_jobs.workers s
-                  WHERE s.last_heartbeat < v_now - s.heartbeat_timeout)
+                  WHERE GREATEST(s.last_heartbeat, pg_postmaster_start_time())
+                        < v_now - s.heartbeat_timeout)
      -- The oldest lock, read off jobs_locked_at_idx. (An EXISTS with a range condition
      -- drops the ORDER BY, and its generic plan scanned the whole table.)
      AND coalesce((SELECT e.locked_at FROM app_jobs.jobs e
@@ -660,7 +668,8 @@ BEGIN
     DELETE FROM app_jobs.workers w
      WHERE w.worker_id IN (SELECT s.worker_id
                              FROM app_jobs.workers s
-                            WHERE s.last_heartbeat < v_now - s.heartbeat_timeout
+                            WHERE GREATEST(s.last_heartbeat, pg_postmaster_start_time())
+                                  < v_now - s.heartbeat_timeout
                               FOR UPDATE SKIP LOCKED)
     RETURNING w.worker_id, w.last_heartbeat
   ), freed AS (
@@ -715,7 +724,8 @@ DECLARE
   v_first_run_at timestamptz;
   v_run_at timestamptz;
   -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
-  v_earliest timestamptz := (SELECT min(w.last_heartbeat + w.heartbeat_timeout)
+  v_earliest timestamptz := (SELECT min(GREATEST(w.last_heartbeat, pg_postmaster_start_time())
+                                          + w.heartbeat_timeout)
                                FROM app_jobs.workers w
                               WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
                                              WHERE j.locked_by = w.worker_id
