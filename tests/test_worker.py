@@ -269,18 +269,40 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engin
     assert max(held) <= 3
 
 
-def test_short_jobs_are_prefetched_and_stopping_gives_them_back(
+def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs: Engine) -> None:
+    """With 5 ms jobs a worker holds a few jobs beyond its running ones (as many as should
+    start within 10 ms), never more than concurrency + prefetch, and drains them all."""
+    tasks = TaskRegistry()
+    tasks.add("short", lambda payload: time.sleep(0.005))
+    enqueue(jobs, pgjobs.add_jobs([JobSpec("short") for _ in range(300)]))
+    held: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            held.append(len(rows(jobs, "locked_by IS NOT NULL")))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    worker = make_worker(database_url, tasks, concurrency=2, prefetch=5)
+    worker.run(drain=True)
+    stop.set()
+    sampler.join()
+    assert worker.stats.completed == 300
+    assert 2 < max(held) <= 7
+
+
+def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
     database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
-    """After quick jobs, a worker holds up to ``prefetch`` jobs beyond its running ones;
-    when it stops, those it never started go back with their attempt refunded."""
+    """Quick jobs make a worker prefetch; when every slot then stays busy with long jobs,
+    the prefetched ones go back (attempt refunded) for other workers, and it takes no more
+    until a slot frees."""
     tasks = TaskRegistry()
     release = threading.Event()
     started: list[int] = []
-
-    @tasks.task("quick")
-    def quick(payload: Any) -> None:
-        pass
+    tasks.add("quick", lambda payload: None)
 
     @tasks.task("blocked")
     def blocked(payload: Any) -> None:
@@ -294,18 +316,18 @@ def test_short_jobs_are_prefetched_and_stopping_gives_them_back(
     )
     worker = make_worker(database_url, tasks, concurrency=2, prefetch=5)
     thread = background(worker)
-    # Quick jobs make the running average short: 2 running plus 5 prefetched are held.
-    wait_for(lambda: len(rows(jobs, "locked_by IS NOT NULL")) == 7)
-    time.sleep(0.3)
-    assert len(rows(jobs, "locked_by IS NOT NULL")) == 7  # and never more
-    assert len(started) == 2
+    wait_for(lambda: len(started) == 2)
+    # Within GIVE_BACK_AFTER (0.25 s) of the slots filling, only the running jobs are held.
+    wait_for(lambda: len(rows(jobs, "locked_by IS NOT NULL")) == 2, timeout=5)
+    time.sleep(0.5)
+    assert len(rows(jobs, "locked_by IS NOT NULL")) == 2  # and no more are taken meanwhile
+    waiting = rows(jobs, "task_identifier = 'blocked' AND locked_by IS NULL")
+    assert len(waiting) == 28 and {job.attempts for job in waiting} == {0}
+    assert worker.stats.released >= 1
     worker.stop()
     release.set()
     thread.join(timeout=20)
-    left = rows(jobs)
-    assert [job.locked_by for job in left] == [None] * 28
-    assert sorted(job.attempts for job in left) == [0] * 28  # refunded, or never taken
-    assert worker.stats.completed == 22 and worker.stats.released == 5
+    assert worker.stats.completed == 22 and sorted(started) == sorted(set(started))
 
 
 def test_prefetch_zero_takes_jobs_only_for_free_slots(

@@ -11,9 +11,11 @@ busy worker pays one commit for many jobs.
 
 Prefetch: besides the jobs running in its ``concurrency`` slots, the worker holds up to
 ``prefetch`` taken jobs ready to start the moment a slot frees, but only as many as it
-expects to start within ``PREFETCH_HORIZON`` (from the run times of its recent jobs). Short
-jobs then never wait for a round trip, and a worker busy with long jobs holds none that
-another worker could run sooner.
+expects to start within ``PREFETCH_HORIZON`` (from the run times of its recent jobs, or
+the time since a slot last freed when all are busy). Short jobs then never wait for a round
+trip, and a worker busy with long jobs holds none that another worker could run sooner:
+prefetched jobs still waiting after ``GIVE_BACK_AFTER`` (long jobs after short ones) are
+given back at once, attempt refunded, for other workers to take.
 
 Waking up: a NOTIFY wakes it at once; otherwise it sleeps until the earliest time a job
 could be taken (``next_run_at``: a delayed job or a retry falling due, or a silent
@@ -76,8 +78,10 @@ log = logging.getLogger("sqla_pgjobs.worker")
 # When a job is due but get_jobs gave none (its queue is busy), look again after this
 # long at most: queue releases send no NOTIFY.
 _BLOCKED_RETRY = 1.0
-# A prefetched job should start within about this long (see the module doc).
+# A prefetched job should start within about this long (see the module doc)...
 PREFETCH_HORIZON = 0.01
+# ... and is given back when it has waited this long with every slot busy.
+GIVE_BACK_AFTER = 0.25
 # Weight of the newest run time in the running average that sizes the prefetch.
 _DURATION_WEIGHT = 0.1
 # A finished job is reported within about this long while other jobs are running (at once
@@ -260,10 +264,12 @@ class _Run:
         # The jobs running: a task for async handlers, a future the handler threads resolve
         # for plain ones.
         self.running: dict[int, asyncio.Future[None]] = {}
-        # Taken, waiting for a slot (see the module doc on prefetch).
-        self.prefetched: collections.deque[Job] = collections.deque()
-        # Running average of handler run times, in seconds (None until a job has run).
+        # Taken, waiting for a slot (see the module doc on prefetch), with when they were.
+        self.prefetched: collections.deque[tuple[Job, float]] = collections.deque()
+        # Running average of handler run times, in seconds (None until a job has run), and
+        # when a job last finished (monotonic).
         self.average_duration: float | None = None
+        self.last_finished = time.monotonic()
         self.completed: list[int] = []
         self.failed: list[tuple[int, str]] = []
         self.results_since = 0.0  # when the oldest unreported result came in (monotonic)
@@ -335,7 +341,7 @@ class _Run:
             await self.flush()
         # Whatever this worker still holds goes back, with its attempt refunded (plain
         # handlers past the timeout cannot be stopped: their jobs go back too).
-        held = sorted(set(unfinished) | set(self.running) | {job.id for job in self.prefetched})
+        held = sorted(set(unfinished) | set(self.running) | {job.id for job, _ in self.prefetched})
         self.prefetched.clear()
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.sql(
@@ -447,16 +453,19 @@ class _Run:
     async def take_jobs(self) -> None:
         worker = self.worker
         while not worker._stopping.is_set():
+            if self.prefetch_is_stuck():
+                await self.give_back_prefetched()
             if not self.cycle_due():
                 self.wake.clear()
-                await self._wait(REPORT_DELAY if self.has_results() else worker.poll_interval)
+                await self._wait(self.idle_wait())
                 continue
             wanted = self.room()
             if not self.reconciled:
                 await self._reconcile()
             self.wake.clear()
             taken, next_run_at = await self.cycle(max_jobs=max(wanted, 0))
-            self.prefetched.extend(taken)
+            now = time.monotonic()
+            self.prefetched.extend((job, now) for job in taken)
             self.start_prefetched()
             if wanted <= 0 or len(taken) == wanted:
                 continue  # maybe more are due: take again as soon as there is room
@@ -477,12 +486,52 @@ class _Run:
 
     def prefetch_target(self) -> int:
         """How many jobs to hold beyond the running ones: as many as should start within
-        PREFETCH_HORIZON at the recent run times, at most ``prefetch``."""
+        PREFETCH_HORIZON at the recent run times, at most ``prefetch``. With every slot
+        busy, the time since one last freed counts as a run time too: a burst of long jobs
+        stops the prefetch before their first one ends."""
         worker = self.worker
         if not worker.prefetch or self.average_duration is None:
             return 0
-        expected = worker.concurrency * PREFETCH_HORIZON / max(self.average_duration, 1e-6)
+        duration = self.average_duration
+        if len(self.running) >= worker.concurrency:
+            duration = max(duration, time.monotonic() - self.last_finished)
+        expected = worker.concurrency * PREFETCH_HORIZON / max(duration, 1e-6)
         return min(worker.prefetch, int(expected))
+
+    def prefetch_is_stuck(self) -> bool:
+        """Prefetched jobs have waited GIVE_BACK_AFTER with every slot busy."""
+        return (
+            bool(self.prefetched)
+            and len(self.running) >= self.worker.concurrency
+            and time.monotonic() - max(self.prefetched[0][1], self.last_finished) >= GIVE_BACK_AFTER
+        )
+
+    async def give_back_prefetched(self) -> None:
+        """Release the prefetched jobs (attempt refunded) for other workers to take."""
+        ids = [job.id for job, _ in self.prefetched]
+        self.prefetched.clear()
+        # Kept: the jobs running, and those finished but not reported yet.
+        keep = [*self.running, *self.completed, *(job_id for job_id, _ in self.failed)]
+        await self.sql(
+            self.q.release_jobs, {"worker_id": self.worker.worker_id, "keep_job_ids": keep}
+        )
+        self.worker.stats.released += len(ids)
+        log.info(
+            "gave back %d prefetched job(s): every slot has been busy for %.2f s",
+            len(ids),
+            time.monotonic() - self.last_finished,
+            extra={"worker_id": self.worker.worker_id},
+        )
+
+    def idle_wait(self) -> float:
+        """How long to wait when no cycle is due: until results are due to be reported,
+        or prefetched jobs would be given back, at most poll_interval."""
+        wait = self.worker.poll_interval
+        if self.has_results():
+            wait = min(wait, REPORT_DELAY)
+        if self.prefetched:
+            wait = min(wait, GIVE_BACK_AFTER)
+        return wait
 
     def room(self) -> int:
         """How many jobs to take: free slots, plus the prefetch target."""
@@ -528,7 +577,7 @@ class _Run:
             and len(self.running) < self.worker.concurrency
             and not self.worker._stopping.is_set()
         ):
-            self.start(self.prefetched.popleft())
+            self.start(self.prefetched.popleft()[0])
 
     def start(self, job: Job) -> None:
         task = self.worker.tasks.get(job.task_identifier)
@@ -613,6 +662,7 @@ class _Run:
         self.average_duration = (
             duration if average is None else average + _DURATION_WEIGHT * (duration - average)
         )
+        self.last_finished = time.monotonic()
         if not self.has_results():
             self.results_since = time.monotonic()
         if exc is None:
