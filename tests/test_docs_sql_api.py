@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # Helpers the public functions and triggers call; not part of the API.
 INTERNAL = {
     "add_job_from_trigger",
+    "alive_until",
     "assert_positive",
     "assert_row_json_trusted",
     "assert_worker_id",

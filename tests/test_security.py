@@ -908,6 +908,7 @@ HOSTILE_STATEMENTS = [
     "SELECT app_jobs.assert_worker_id('abcd')",
     "SELECT app_jobs.assert_row_json_trusted(0, 't')",
     "SELECT app_jobs.lock_is_held(now(), 'w', now())",
+    "SELECT app_jobs.alive_until(now(), interval '1 second')",
     "SELECT app_jobs.trigger_template('[]', '{}', 'key', 't')",
     "SELECT app_jobs.json_build_object_apply(ARRAY['a', 'b'])",
     "SELECT app_jobs.trigger_job_arguments(ARRAY['x'])",

@@ -1,12 +1,15 @@
 """Connection plumbing shared by the worker and the scheduler: their psycopg URL, duration
-arguments, reconnect backoff, and the LISTEN loop."""
+arguments, the connection for their statements (reconnecting with backoff), and the LISTEN
+loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy.engine import URL, Engine
 
 from sqla_pgjobs import validation as check
@@ -14,13 +17,14 @@ from sqla_pgjobs.urls import sqlalchemy_url
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
     from datetime import timedelta
 
 __all__ = [
     "CONNECTION_ERRORS",
     "RECONNECT_FIRST",
     "RECONNECT_MAX",
+    "StatementConnection",
     "libpq_url",
     "listen",
     "next_delay",
@@ -49,6 +53,70 @@ def seconds(argument: str, value: float | timedelta) -> float:
     checked = check.check_seconds(argument, value)
     assert checked is not None
     return checked.total_seconds()
+
+
+class StatementConnection:
+    """The autocommit connection a worker or a scheduler sends its statements on, one at a
+    time. A statement that meets a lost connection is sent again on a new one, after a
+    backoff from RECONNECT_FIRST to RECONNECT_MAX; ``on_lost`` hears of each loss (and may
+    raise to stop the retrying), ``sleep`` waits out the backoff."""
+
+    def __init__(
+        self,
+        url: str,
+        application_name: str,
+        *,
+        on_lost: Callable[[Exception], None],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._url = url
+        self._application_name = application_name[:63]
+        self._on_lost = on_lost
+        self._sleep = sleep
+        self._connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def execute(
+        self,
+        statement: str,
+        params: dict[str, Any],
+        *,
+        retry: bool = True,
+        binary: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The statement's rows (none for a statement that returns none)."""
+        delay = RECONNECT_FIRST
+        while True:
+            try:
+                async with self._lock:
+                    if self._connection is None or self._connection.closed:
+                        self._connection = await psycopg.AsyncConnection.connect(
+                            self._url,
+                            autocommit=True,
+                            row_factory=dict_row,
+                            application_name=self._application_name,
+                        )
+                    cursor = self._connection.cursor(binary=binary)
+                    await cursor.execute(statement, params)
+                    return await cursor.fetchall() if cursor.description else []
+            except CONNECTION_ERRORS as exc:
+                await self._drop()
+                if not retry:
+                    raise
+                self._on_lost(exc)
+                await self._sleep(delay)
+                delay = next_delay(delay)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _drop(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        self._connection = None
 
 
 async def listen(

@@ -34,15 +34,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import (
     CONNECTION_ERRORS,
-    RECONNECT_FIRST,
+    StatementConnection,
     libpq_url,
     listen,
-    next_delay,
     seconds,
 )
 from sqla_pgjobs.schedules import InvalidScheduleError, Schedule, parse_schedule
@@ -183,40 +181,26 @@ class _Run:
         self.s = scheduler
         self.wake = asyncio.Event()
         self.held: dict[int, _Held] = {}
-        self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self.connection = StatementConnection(
+            scheduler._url, f"pgjobs {scheduler.scheduler_id}", on_lost=self._lost_connection
+        )
 
     # --- Database -------------------------------------------------------------------------------
 
     async def sql(
         self, name: str, params: dict[str, Any], *, retry: bool = True
     ) -> list[dict[str, Any]]:
-        delay = RECONNECT_FIRST
-        while True:
-            try:
-                if self.connection is None or self.connection.closed:
-                    self.connection = await psycopg.AsyncConnection.connect(
-                        self.s._url,
-                        autocommit=True,
-                        row_factory=dict_row,
-                        application_name=f"pgjobs {self.s.scheduler_id}"[:63],
-                    )
-                cursor = await self.connection.execute(self.s._sql[name], params)
-                return await cursor.fetchall() if cursor.description else []
-            except CONNECTION_ERRORS as exc:
-                if not retry or self.s._stopping.is_set():
-                    raise
-                self.s.stats.reconnects += 1
-                log.warning(
-                    "database connection lost (%s); reconnecting",
-                    exc,
-                    extra={"scheduler_id": self.s.scheduler_id},
-                )
-                if self.connection is not None:
-                    with contextlib.suppress(Exception):
-                        await self.connection.close()
-                self.connection = None
-                await asyncio.sleep(delay)
-                delay = next_delay(delay)
+        return await self.connection.execute(self.s._sql[name], params, retry=retry)
+
+    def _lost_connection(self, exc: Exception) -> None:
+        if self.s._stopping.is_set():
+            raise exc  # stopping: no reconnecting
+        self.s.stats.reconnects += 1
+        log.warning(
+            "database connection lost (%s); reconnecting",
+            exc,
+            extra={"scheduler_id": self.s.scheduler_id},
+        )
 
     # --- Lifecycle ----------------------------------------------------------------------------
 
@@ -254,9 +238,7 @@ class _Run:
             )
 
     async def _close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
+        await self.connection.close()
 
     async def loop(self) -> None:
         s = self.s

@@ -559,15 +559,23 @@ $$;
 -- Taking jobs
 --------------------------------------------------------------------------------------------
 
+-- Until when a registered worker counts as alive: heartbeat_timeout after its last heartbeat.
+-- A restart of PostgreSQL counts as a heartbeat of every worker: no heartbeat could get
+-- through while the server was down, so after an outage longer than heartbeat_timeout the
+-- first worker back must not take the jobs of one that is still reconnecting, and still
+-- running them. Each gets heartbeat_timeout from the server's start to be heard from.
+-- (A plain SQL function: the planner inlines it. pgjobs status computes the same.)
+CREATE FUNCTION app_jobs.alive_until(last_heartbeat timestamptz, heartbeat_timeout interval)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+  SELECT GREATEST(alive_until.last_heartbeat, pg_catalog.pg_postmaster_start_time())
+         OPERATOR(pg_catalog.+) alive_until.heartbeat_timeout
+$$;
+
 -- Whether a lock (of a job or a queue) still counts. A registered worker's lock counts while
--- the worker heartbeats within its own timeout, whatever its age; the lock of a holder that
--- never registered (the reference Node worker) counts until it is older than expired_before.
---
--- A restart of PostgreSQL counts as a heartbeat of every worker (here, in recover_jobs and
--- in next_run_at): no heartbeat could get through while the server was down, so after an
--- outage longer than heartbeat_timeout the first worker back must not take the jobs of one
--- that is still reconnecting, and still running them. Each gets heartbeat_timeout from the
--- server's start to be heard from.
+-- the worker is alive (alive_until), whatever its age; the lock of a holder that never
+-- registered (the reference Node worker) counts until it is older than expired_before.
 CREATE FUNCTION app_jobs.lock_is_held(
   locked_at timestamptz,
   locked_by text,
@@ -577,8 +585,8 @@ LANGUAGE sql STABLE
 AS $$
   SELECT lock_is_held.locked_at IS NOT NULL
      AND coalesce(
-           (SELECT GREATEST(w.last_heartbeat, pg_catalog.pg_postmaster_start_time())
-                     >= pg_catalog.now() - w.heartbeat_timeout
+           (SELECT app_jobs.alive_until(w.last_heartbeat, w.heartbeat_timeout)
+                     >= pg_catalog.now()
               FROM app_jobs.workers w
              WHERE w.worker_id = lock_is_held.locked_by),
            lock_is_held.locked_at >= lock_is_held.expired_before)
@@ -653,8 +661,7 @@ BEGIN
   -- Both checks below are index or tiny-table probes: most calls stop here (89 us saved
   -- per get_jobs).
   IF NOT EXISTS (SELECT 1 FROM app_jobs.workers s
-                  WHERE GREATEST(s.last_heartbeat, pg_postmaster_start_time())
-                        < v_now - s.heartbeat_timeout)
+                  WHERE app_jobs.alive_until(s.last_heartbeat, s.heartbeat_timeout) < v_now)
      -- The oldest lock, read off jobs_locked_at_idx. (An EXISTS with a range condition
      -- drops the ORDER BY, and its generic plan scanned the whole table.)
      AND coalesce((SELECT e.locked_at FROM app_jobs.jobs e
@@ -668,8 +675,8 @@ BEGIN
     DELETE FROM app_jobs.workers w
      WHERE w.worker_id IN (SELECT s.worker_id
                              FROM app_jobs.workers s
-                            WHERE GREATEST(s.last_heartbeat, pg_postmaster_start_time())
-                                  < v_now - s.heartbeat_timeout
+                            WHERE app_jobs.alive_until(s.last_heartbeat, s.heartbeat_timeout)
+                                  < v_now
                               FOR UPDATE SKIP LOCKED)
     RETURNING w.worker_id, w.last_heartbeat
   ), freed AS (
@@ -724,8 +731,8 @@ DECLARE
   v_first_run_at timestamptz;
   v_run_at timestamptz;
   -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
-  v_earliest timestamptz := (SELECT min(GREATEST(w.last_heartbeat, pg_postmaster_start_time())
-                                          + w.heartbeat_timeout)
+  v_earliest timestamptz := (SELECT min(app_jobs.alive_until(w.last_heartbeat,
+                                                               w.heartbeat_timeout))
                                FROM app_jobs.workers w
                               WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
                                              WHERE j.locked_by = w.worker_id

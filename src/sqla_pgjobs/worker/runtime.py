@@ -49,17 +49,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
 from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import (
     CONNECTION_ERRORS,
-    RECONNECT_FIRST,
+    StatementConnection,
     libpq_url,
     listen,
-    next_delay,
     seconds,
 )
 from sqla_pgjobs.errors import InvalidArgumentError
@@ -259,8 +256,12 @@ class _Run:
         self.q = worker._queries
         # Set by a NOTIFY, by stop(), and by a job finishing when that makes a cycle due.
         self.wake = asyncio.Event()
-        self.connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
-        self.db_lock = asyncio.Lock()
+        self.connection = StatementConnection(
+            worker._url,
+            f"pgjobs worker {worker.worker_id}",
+            on_lost=self._lost_connection,
+            sleep=self._sleep,
+        )
         # The jobs running: a task for async handlers, a future the handler threads resolve
         # for plain ones.
         self.running: dict[int, asyncio.Future[None]] = {}
@@ -368,65 +369,30 @@ class _Run:
 
     async def _close(self) -> None:
         self.threads.close()
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
+        await self.connection.close()
 
     # --- Database -------------------------------------------------------------------------------
-
-    async def connect(self) -> psycopg.AsyncConnection[dict[str, Any]]:
-        return await psycopg.AsyncConnection.connect(
-            self.worker._url,
-            autocommit=True,
-            row_factory=dict_row,
-            application_name=f"pgjobs worker {self.worker.worker_id}"[:63],
-        )
-
-    async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
-        if self.connection is None or self.connection.closed:
-            self.connection = await self.connect()
-        return self.connection
 
     async def sql(
         self, statement: str, params: dict[str, Any], *, retry: bool = True
     ) -> list[dict[str, Any]]:
         """Run one statement; on a lost connection, reconnect (with backoff) and run it again."""
-        delay = RECONNECT_FIRST
-        while True:
-            try:
-                async with self.db_lock:
-                    connection = await self._connection()
-                    cursor = await connection.execute(statement, params)
-                    return await cursor.fetchall() if cursor.description else []
-            except CONNECTION_ERRORS as exc:
-                if not retry:
-                    raise
-                await self._lost_connection(exc)
-                await self._sleep(delay)
-                delay = next_delay(delay)
+        return await self.connection.execute(statement, params, retry=retry)
 
-    async def _lost_connection(self, exc: Exception) -> None:
+    def _lost_connection(self, exc: Exception) -> None:
         self.worker.stats.reconnects += 1
         log.warning(
             "database connection lost (%s); reconnecting",
             exc,
             extra={"worker_id": self.worker.worker_id},
         )
-        if self.connection is not None:
-            with contextlib.suppress(Exception):
-                await self.connection.close()
-        self.connection = None
         self.reconciled = False
 
     async def _reconcile(self) -> None:
         """After a reconnect (or after being given up for dead): give back the jobs a lost
         answer may have handed us, and the prefetched ones, which may have been taken over."""
         await self.flush()
-        self.prefetched.clear()
-        keep = list(self.running)
-        await self.sql(
-            self.q.release_jobs, {"worker_id": self.worker.worker_id, "keep_job_ids": keep}
-        )
+        await self.release_prefetched()
         await self.sql(self.q.heartbeat, self._heartbeat_params())
         self.reconciled = True
 
@@ -507,20 +473,24 @@ class _Run:
         )
 
     async def give_back_prefetched(self) -> None:
-        """Release the prefetched jobs (attempt refunded) for other workers to take."""
-        ids = [job.id for job, _ in self.prefetched]
+        """Release the prefetched jobs for other workers to take."""
+        given_back = len(self.prefetched)
+        await self.release_prefetched()
+        log.info(
+            "gave back %d prefetched job(s): every slot has been busy for %.2f s",
+            given_back,
+            time.monotonic() - self.last_finished,
+            extra={"worker_id": self.worker.worker_id},
+        )
+
+    async def release_prefetched(self) -> None:
+        """Give back (attempt refunded) every job held but the running ones and those
+        finished but not reported yet: the prefetched, and any a lost answer handed over."""
+        self.worker.stats.released += len(self.prefetched)
         self.prefetched.clear()
-        # Kept: the jobs running, and those finished but not reported yet.
         keep = [*self.running, *self.completed, *(job_id for job_id, _ in self.failed)]
         await self.sql(
             self.q.release_jobs, {"worker_id": self.worker.worker_id, "keep_job_ids": keep}
-        )
-        self.worker.stats.released += len(ids)
-        log.info(
-            "gave back %d prefetched job(s): every slot has been busy for %.2f s",
-            len(ids),
-            time.monotonic() - self.last_finished,
-            extra={"worker_id": self.worker.worker_id},
         )
 
     def idle_wait(self) -> float:
@@ -731,27 +701,16 @@ class _Run:
             "job_expiry": timedelta(seconds=worker.job_expiry),
             "max_jobs": max_jobs,
         }
-        delay = RECONNECT_FIRST
-        retried = False
-        while True:
-            try:
-                async with self.db_lock:
-                    connection = await self._connection()
-                    # Binary results: no timestamps or ids to parse from text.
-                    cursor = await connection.cursor(binary=True).execute(self.q.cycle, params)
-                    rows = await cursor.fetchall()
-                break
-            except CONNECTION_ERRORS as exc:
-                # Nothing of the statement is known to have happened: send it all again
-                # (completing and failing jobs twice is harmless; a lost answer's jobs are
-                # given back by _reconcile).
-                await self._lost_connection(exc)
-                await self._sleep(delay)
-                delay = next_delay(delay)
-                retried = True
-            except BaseException:
-                self.completed, self.failed = completed + self.completed, failed + self.failed
-                raise
+        reconnects = worker.stats.reconnects
+        try:
+            # Nothing of a statement lost with its connection is known to have happened: it
+            # is sent again (completing and failing jobs twice is harmless; a lost answer's
+            # jobs are given back by _reconcile). Binary results: nothing parsed from text.
+            rows = await self.connection.execute(self.q.cycle, params, binary=True)
+        except BaseException:
+            self.completed, self.failed = completed + self.completed, failed + self.failed
+            raise
+        retried = worker.stats.reconnects > reconnects
         first = rows[0]
         worker.stats.completed += first["completed"]
         worker.stats.failed += first["failed"]
