@@ -17,12 +17,12 @@ from sqlalchemy import create_engine
 
 import sqla_pgjobs.alembic.ops as ops_module
 from sqla_pgjobs import schema as schema_module
-from sqla_pgjobs.schema import LATEST_VERSION, install
 from sqla_pgjobs.testing import (
     create_database,
     drop_database,
     unique_database_name,
 )
+from sqla_pgjobs.testing import template_database as testing_template
 from tests.helpers import SCHEMA
 
 if TYPE_CHECKING:
@@ -56,16 +56,9 @@ def schema_name() -> str:
 
 @pytest.fixture(scope="session")
 def template_database(server_url: URL) -> Iterator[str]:
-    name = unique_database_name("pgjobs_tpl")
-    url = create_database(server_url, name)
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            install(connection, SCHEMA, LATEST_VERSION)
-    finally:
-        engine.dispose()
-    yield name
-    drop_database(server_url, name)
+    """Like the plugin's pgjobs_template, with the job schema under the suite's name."""
+    with testing_template(server_url, SCHEMA) as name:
+        yield name
 
 
 @pytest.fixture

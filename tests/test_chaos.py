@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import math
 import signal
-import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -33,7 +32,6 @@ from sqla_pgjobs.schema import LATEST_VERSION, install
 from tests.helpers import SCHEMA, libpq_url, quote_schema, raw, sql
 from tests.test_worker_processes import (
     PGJOBS,
-    REPO,
     OwnPostgres,
     WorkerProcess,
     Workers,
@@ -131,7 +129,6 @@ def held_jobs(engine: Engine, worker_id: str) -> set[int]:
 def start_scheduler(workers: Workers, url: URL, *options: str) -> WorkerProcess:
     """A `pgjobs scheduler` process, killed with the workers at teardown if still running."""
     scheduler_id = f"scheduler-{uuid.uuid4().hex[:8]}"
-    log_path = workers.directory / f"{scheduler_id}.log"
     command = [
         str(PGJOBS),
         "scheduler",
@@ -143,18 +140,7 @@ def start_scheduler(workers: Workers, url: URL, *options: str) -> WorkerProcess:
         scheduler_id,
         *options,
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=workers.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    scheduler = WorkerProcess(scheduler_id, process, log_path)
-    workers.started.append(scheduler)
-    return scheduler
+    return workers.launch(command, scheduler_id)
 
 
 def stop_all(started: Iterable[WorkerProcess], timeout: float = 30) -> None:

@@ -107,7 +107,11 @@ class Workers:
 
     def start(self, url: URL, *options: str, name: str = "worker") -> WorkerProcess:
         command, worker_id = self.command(url, name, *options)
-        log_path = self.directory / f"{worker_id}.log"
+        return self.launch(command, worker_id)
+
+    def launch(self, command: list[str], process_id: str) -> WorkerProcess:
+        """Start a ``pgjobs`` command in the background, its output to ``<id>.log``."""
+        log_path = self.directory / f"{process_id}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command,
@@ -117,9 +121,9 @@ class Workers:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        worker = WorkerProcess(worker_id, process, log_path)
-        self.started.append(worker)
-        return worker
+        started = WorkerProcess(process_id, process, log_path)
+        self.started.append(started)
+        return started
 
     def drain(self, url: URL, *options: str, timeout: float) -> subprocess.CompletedProcess[str]:
         """Run `pgjobs worker ... --drain` to its end."""

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import create_engine
 
-from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
+from sqla_pgjobs.schema import DEFAULT_SCHEMA
 from sqla_pgjobs.testing import (
     create_database,
     drop_database,
     postgres_server,
+    template_database,
     unique_database_name,
 )
 
@@ -52,15 +53,8 @@ def pgjobs_schema() -> str:
 
 @pytest.fixture(scope="session")
 def pgjobs_template(pgjobs_server_url: URL, pgjobs_schema: str) -> Iterator[str]:
-    name = unique_database_name("pgjobs_tpl")
-    engine = create_engine(create_database(pgjobs_server_url, name))
-    try:
-        with engine.begin() as connection:
-            install(connection, pgjobs_schema, LATEST_VERSION)
-    finally:
-        engine.dispose()
-    yield name
-    drop_database(pgjobs_server_url, name)
+    with template_database(pgjobs_server_url, pgjobs_schema) as name:
+        yield name
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from sqla_pgjobs.errors import PgJobsError
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
 from sqla_pgjobs.urls import sqlalchemy_url
 from sqla_pgjobs.worker.tasks import Job
 
@@ -51,6 +52,7 @@ __all__ = [
     "enqueued",
     "postgres_server",
     "run_jobs",
+    "template_database",
     "unique_database_name",
 ]
 
@@ -158,6 +160,23 @@ def drop_database(server_url: URL, name: str) -> None:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def template_database(server_url: URL, schema: str = DEFAULT_SCHEMA) -> Iterator[str]:
+    """A database with the job schema installed under ``schema``, for
+    ``create_database(..., template=name)`` to copy; dropped afterwards. Yields its name."""
+    name = unique_database_name("pgjobs_tpl")
+    engine = create_engine(create_database(server_url, name))
+    try:
+        with engine.begin() as connection:
+            install(connection, schema, LATEST_VERSION)
+    finally:
+        engine.dispose()
+    try:
+        yield name
+    finally:
+        drop_database(server_url, name)
 
 
 # --- Running and checking jobs inside tests ---------------------------------------------------
