@@ -605,6 +605,56 @@ def test_get_jobs_takes_a_batch_in_order_with_one_job_per_queue(engine: Engine) 
         )
 
 
+def cycle(connection: Connection, worker: str, **params: Any) -> Row[Any]:
+    """worker_cycle, with the taken jobs' ids in order."""
+    defaults = {"done": None, "failed": None, "messages": None, "n": 0}
+    return one(
+        connection,
+        "SELECT c.completed, c.failed, c.next_run_at - c.now AS wait,"
+        " ARRAY(SELECT t.id FROM unnest(c.taken) WITH ORDINALITY AS t ORDER BY ordinality)"
+        " AS taken"
+        " FROM app_jobs.worker_cycle(:w, :done, :failed, :messages, NULL, NULL, :n) AS c",
+        w=worker,
+        **{**defaults, **params},
+    )
+
+
+def test_worker_cycle_reports_only_held_jobs_then_takes_in_order(engine: Engine) -> None:
+    with engine.begin() as connection:
+        ids = [add(connection, priority=p).id for p in (2, 0, 1)]
+        later = add(connection, run_at=None).id
+        connection.execute(
+            sql("UPDATE app_jobs.jobs SET run_at = now() + interval '1 hour' WHERE id = :id"),
+            {"id": later},
+        )
+        first = cycle(connection, "worker-1", n=2)
+        assert (first.completed, first.failed, first.taken) == (0, 0, [ids[1], ids[2]])
+        assert first.wait is None  # as many taken as asked: no sleep to compute
+        # Only jobs worker-1 holds are completed or failed (C1); one more is taken; the
+        # earliest time a job falls due is the failed one's retry, e^1 seconds on.
+        second = cycle(
+            connection,
+            "worker-1",
+            done=[ids[1], ids[0]],
+            failed=[ids[2], later],
+            messages=["boom", "not mine"],
+            n=5,
+        )
+        assert (second.completed, second.failed, second.taken) == (1, 1, [ids[0]])
+        assert math.isclose(second.wait.total_seconds(), math.e, abs_tol=0.001)
+        assert (
+            one(connection, "SELECT last_error FROM app_jobs.jobs WHERE id = :id", id=later)[0]
+            is None
+        )
+
+
+def test_worker_cycle_refuses_a_negative_batch_and_a_short_worker_id(engine: Engine) -> None:
+    for worker, n, message in [("worker-1", -1, "max_jobs must be at least 0, got -1"),
+                               ("abc", 1, "INVALID_WORKER_ID")]:  # fmt: skip
+        with pytest.raises(DBAPIError, match=message), engine.connect() as connection:
+            cycle(connection, worker, n=n)
+
+
 def test_get_jobs_refuses_a_batch_size_below_one(engine: Engine) -> None:
     with (
         pytest.raises(DBAPIError, match="max_jobs must be at least 1, got 0") as info,
