@@ -129,6 +129,7 @@ def test_registry_refuses_bad_tasks(
         ({"concurrency": 0}, "concurrency"),
         ({"prefetch": -1}, "prefetch"),
         ({"prefetch": 2.5}, "prefetch"),
+        ({"prefetch": None}, "prefetch"),
         ({"worker_id": "abc"}, "worker_id"),
         ({"unknown_tasks": "explode"}, "unknown_tasks"),
         ({"poll_interval": 0}, "poll_interval"),

@@ -126,9 +126,9 @@ def check_positive(argument: str, value: object, *, optional: bool = True) -> in
     return _integer(argument, value, 1, _INT_MAX, f"it must be an integer from 1 to {_INT_MAX}")
 
 
-def check_count(argument: str, value: object) -> int | None:
+def check_count(argument: str, value: object, *, optional: bool = True) -> int | None:
     """A count that may be zero, such as attempts: an integer from 0 to 2**31 - 1."""
-    if value is None:
+    if value is None and optional:
         return None
     return _integer(argument, value, 0, _INT_MAX, f"it must be an integer from 0 to {_INT_MAX}")
 

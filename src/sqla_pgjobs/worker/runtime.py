@@ -163,7 +163,7 @@ class Worker:
         self.concurrency = int(
             check.check_positive("concurrency", concurrency, optional=False) or 1
         )
-        self.prefetch = int(check.check_count("prefetch", prefetch) or 0)
+        self.prefetch = int(check.check_count("prefetch", prefetch, optional=False) or 0)
         self.worker_id = check.check_worker_id(worker_id or _default_worker_id())
         self.schema = validate_schema_name(schema)
         self.poll_interval = seconds("poll_interval", poll_interval)
