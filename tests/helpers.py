@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -124,3 +125,22 @@ def listening(url: URL, channel: str) -> Iterator[psycopg.Connection[Any]]:
 def notifications(connection: psycopg.Connection[Any], timeout: float = 0.5) -> list[str]:
     """The channels of the notifications that arrive within ``timeout`` seconds."""
     return [n.channel for n in connection.notifies(timeout=timeout)]
+
+
+def index_entries_read(engine: Engine) -> int:
+    """Entries read so far by scans of jobs_available_idx, the index get_jobs walks (dead
+    entries it must step over included): the work behind taking jobs, whatever the load
+    of the machine. Statistics reach the view within about a second of a session's
+    activity (PostgreSQL 15+), so wait until the figure stops changing."""
+    query = text(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = CAST(:index AS regclass)"
+    )
+    index = f"{quote_schema(SCHEMA)}.jobs_available_idx"
+    last = -1
+    while True:
+        with engine.connect() as connection:
+            reads = int(connection.execute(query, {"index": index}).scalar_one())
+        if reads == last:
+            return reads
+        last = reads
+        time.sleep(1.5)

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from sqla_pgjobs import JobSpec, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
-from tests.helpers import SCHEMA, libpq_url, quote_schema, raw, sql
+from tests.helpers import SCHEMA, index_entries_read, libpq_url, quote_schema, raw, sql
 from tests.test_worker_processes import (
     PGJOBS,
     OwnPostgres,
@@ -499,25 +499,6 @@ def table_stats(engine: Engine) -> dict[str, int]:
             {"jobs": jobs},
         ).one()
     return {"heap": int(row.heap), "indexes": int(row.indexes), "dead": int(row.dead or 0)}
-
-
-def index_entries_read(engine: Engine) -> int:
-    """Entries read so far by scans of jobs_available_idx, the index get_jobs walks (dead
-    entries it must step over included): the work behind taking jobs, whatever the load
-    of the machine. Statistics reach the view within about a second of a session's
-    activity (PostgreSQL 15+), so wait until the figure stops changing."""
-    query = text(
-        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = CAST(:index AS regclass)"
-    )
-    index = f"{quote_schema(SCHEMA)}.jobs_available_idx"
-    last = -1
-    while True:
-        with engine.connect() as connection:
-            reads = int(connection.execute(query, {"index": index}).scalar_one())
-        if reads == last:
-            return reads
-        last = reads
-        time.sleep(1.5)
 
 
 def vacuum(engine: Engine) -> None:

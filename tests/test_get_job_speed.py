@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from sqlalchemy import create_engine
 
-from tests.helpers import libpq_url, raw, sql
+from tests.helpers import index_entries_read, libpq_url, raw, sql
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlalchemy.engine import URL
+    from sqlalchemy.engine import URL, Engine
 
 LIVE_JOBS = 300
 DEAD_JOBS = 100_000
@@ -101,3 +101,34 @@ def test_p2_get_job_with_200k_dead_and_future_jobs_stays_within_3x_of_a_clean_ta
     idle_ratio = statistics.median(idle["dirty"]) / statistics.median(idle["clean"])
     assert busy_ratio < MAX_RATIO, (busy_ratio, statistics.median(times["clean"]))
     assert idle_ratio < MAX_RATIO, (idle_ratio, statistics.median(idle["clean"]))
+
+
+def test_get_jobs_steps_over_dead_index_entries_once_per_call(engine: Engine) -> None:
+    """Completed jobs leave dead entries at the head of jobs_available_idx until vacuum can
+    remove them (here an old snapshot keeps them, as a long transaction would). get_jobs
+    steps over them once per call: it used to twice, for the first runnable priority and
+    again in its cursor."""
+    dead = 2_000
+    with engine.begin() as connection:
+        connection.execute(
+            sql(
+                "INSERT INTO app_jobs.jobs (task_identifier, run_at)"
+                " SELECT 'done', now() - interval '1 hour' FROM generate_series(1, :n)"
+            ),
+            {"n": dead},
+        )
+        connection.execute(sql("SELECT app_jobs.add_jobs(ARRAY['live', 'live'])"))
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as old:
+        old.execute(sql("SELECT count(*) FROM app_jobs.jobs"))  # takes the snapshot
+        with engine.begin() as connection:
+            connection.execute(sql("DELETE FROM app_jobs.jobs WHERE task_identifier = 'done'"))
+        before = index_entries_read(engine)
+        with engine.begin() as connection:
+            taken = connection.execute(
+                sql("SELECT id FROM app_jobs.get_jobs('worker-1', NULL, NULL, 5)")
+            ).all()
+            connection.execute(sql("SELECT pg_stat_force_next_flush()"))  # at commit
+        read = index_entries_read(engine) - before
+        old.rollback()
+    assert len(taken) == 2
+    assert dead <= read < 1.5 * dead, read
