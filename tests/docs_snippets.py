@@ -14,6 +14,12 @@ readers the same rules):
 - blocks in any other language (ini, yaml, text, mermaid, ...) are not programs;
 - ``<!-- snippet: skip (reason) -->`` on the line before a block keeps it from running; the
   test counts these, so they stay few and each says why;
+- ``<!-- output: COMMAND -->`` on the line before a ```text block makes it a **sample**:
+  what the ```sh block right above it prints (stdout and stderr as a terminal shows them),
+  compared when the page runs. COMMAND repeats that block's last line (without its
+  ``# comment``), so that the pair stays together. Every ```text or ```console block is a
+  checked sample or opts out with ``snippet: skip (reason)``. Before comparing, both texts
+  are normalised by :func:`normalise` (times, durations, worker ids, the database URL);
 - ``<!-- snippets: empty database -->`` anywhere on a page gives it a database without the
   job schema (the page installs it); otherwise the schema is installed under ``app_jobs``.
 
@@ -45,9 +51,12 @@ EMPTY_DATABASE_MARK = "<!-- snippets: empty database -->"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _SKIP = re.compile(r"^\s*<!--\s*snippet:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
+_OUTPUT = re.compile(r"^\s*<!--\s*output:\s*(?P<command>.*?)\s*-->\s*$")
 _TITLE = re.compile(r"""title=["'](?P<title>[^"']+)["']""")
 
 RUNNABLE = {"python": "python", "py": "python", "sh": "sh", "bash": "sh", "sql": "sql"}
+# Blocks that show what a command prints: each is a checked sample or opts out.
+SAMPLE_LANGUAGES = {"text", "console"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +67,16 @@ class Block:
     title: str | None
     code: str
     skip_reason: str | None
+    output_of: str | None = None  # the command named by <!-- output: ... -->
 
     @property
     def kind(self) -> str:
-        """``file``, ``python``, ``sh``, ``sql``, ``skip`` or ``text`` (not a program)."""
+        """``file``, ``python``, ``sh``, ``sql``, ``output`` (a checked sample), ``skip`` or
+        ``text`` (not a program)."""
         if self.skip_reason is not None:
             return "skip"
+        if self.output_of is not None:
+            return "output"
         if self.title is not None:
             return "file"
         return RUNNABLE.get(self.language, "text")
@@ -103,6 +116,7 @@ def blocks(path: Path) -> list[Block]:
         while previous >= 0 and not lines[previous].strip():
             previous -= 1
         skip = _SKIP.match(lines[previous]) if previous >= 0 else None
+        output = _OUTPUT.match(lines[previous]) if previous >= 0 else None
         title = _TITLE.search(info)
         found.append(
             Block(
@@ -112,10 +126,43 @@ def blocks(path: Path) -> list[Block]:
                 title=title["title"] if title else None,
                 code="\n".join(body) + "\n",
                 skip_reason=skip["reason"].strip() if skip else None,
+                output_of=output["command"] if output else None,
             )
         )
         index = end + 1
     return found
+
+
+def last_command(code: str) -> str:
+    """A shell block's last line without its trailing ``# comment`` (as .ci/run reads the
+    README's commands)."""
+    lines = [line for line in code.splitlines() if line.strip()]
+    return re.sub(r"\s+#.*$", "", lines[-1]).strip() if lines else ""
+
+
+def sample_problems(found: list[Block]) -> list[str]:
+    """What is wrong with the samples of one page's blocks (empty when all is well)."""
+    problems = []
+    for index, block in enumerate(found):
+        if block.language in SAMPLE_LANGUAGES and block.kind not in ("output", "skip"):
+            problems.append(
+                f"{block.where}: a ```{block.language} block is a sample of what a command "
+                "prints: put <!-- output: COMMAND --> above it (COMMAND: the last line of the "
+                "```sh block above), or <!-- snippet: skip (why it cannot be checked) -->"
+            )
+        if block.output_of is None:
+            continue
+        above = found[index - 1] if index else None
+        if block.language not in SAMPLE_LANGUAGES:
+            problems.append(f"{block.where}: a sample is a ```text block, not ```{block.language}")
+        if above is None or above.kind != "sh":
+            problems.append(f"{block.where}: a sample follows the ```sh block that prints it")
+        elif last_command(above.code) != block.output_of:
+            problems.append(
+                f"{block.where}: <!-- output: {block.output_of} --> names another command than "
+                f"the last line of the block above ({above.where}): {last_command(above.code)}"
+            )
+    return problems
 
 
 def wants_empty_database(path: Path) -> bool:
@@ -129,6 +176,66 @@ def substitute(code: str, url: str) -> str:
     return code.replace(PLACEHOLDER_SQLALCHEMY_URL, with_driver).replace(
         PLACEHOLDER_URL, driverless
     )
+
+
+# --- Comparing a sample with what was printed -------------------------------------------------
+
+# What genuinely varies from one run to the next, in the order it is replaced. Nothing else
+# is: job ids, counts, messages, column headers and widths are compared as they are.
+VARYING = (
+    # 2026-11-29 19:00:33,353 (log lines), 2026-11-29T19:00:33.353000+00:00 (isoformat),
+    # 2026-11-29 19:00:33.353+00 (PostgreSQL)
+    (
+        "time",
+        r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?",
+    ),
+    # A worker's or scheduler's default id: host-pid-random (worker/runtime.py)
+    ("worker-id", r"\b[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?-\d+-[0-9a-f]{6}\b"),
+    # "completed in 0.4 ms", "done in 3.0 s", "last heartbeat 2 s ago" (not "timeout 30 s")
+    ("duration", r"(?<= in )\d+(?:\.\d+)? ?(?:ms|s)\b|\b\d+(?:\.\d+)? ?(?:ms|s)(?= ago\b)"),
+)
+# `pgjobs demo` reports its progress while it runs (every 0.25 s, when it changed): how many
+# such lines, and their counts, depend on timing. Only the last (all done) is compared.
+PROGRESS = re.compile(r" +\d+/\d+ jobs done +\d+ waiting to retry, \d+ delayed")
+_VARYING = [(name, re.compile(rf"(?:{pattern})(?P<padding> {{2,}})?")) for name, pattern in VARYING]
+
+
+def normalise_url(text: str, url: str) -> str:
+    """The page's database URL (``url``, as :func:`substitute` put it in) back to the
+    placeholder the page shows."""
+    driverless = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with_driver = driverless.replace("postgresql://", "postgresql+psycopg://", 1)
+    return text.replace(with_driver, PLACEHOLDER_SQLALCHEMY_URL).replace(
+        driverless, PLACEHOLDER_URL
+    )
+
+
+def normalise(text: str, url: str | None = None) -> str:
+    """``text`` with what varies between runs replaced by ``<time>``, ``<worker-id>``,
+    ``<duration>``, the page's database URL by the placeholder URL; of the demo's progress
+    lines, only the last is kept.
+
+    A varying value followed by two spaces or more is a column of a table, padded to a
+    width: ``<time:34>`` keeps the width of the value and its padding, so that the column
+    widths are still compared while the value's own width may vary. Trailing spaces and
+    trailing blank lines do not count (editors strip them from the Markdown).
+    """
+    if url is not None:
+        text = normalise_url(text, url)
+    lines = []
+    for line in text.splitlines():
+        line = line.rstrip()
+        for name, pattern in _VARYING:
+            line = pattern.sub(
+                lambda m, name=name: f"<{name}:{len(m[0])}>" if m["padding"] else f"<{name}>",
+                line,
+            )
+        if lines and PROGRESS.fullmatch(line) and PROGRESS.fullmatch(lines[-1]):
+            lines.pop()  # a progress line with another after it
+        lines.append(line)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
 
 
 # --- Running a page (in a subprocess of its own) ----------------------------------------------
@@ -147,8 +254,14 @@ def _run(plan: dict[str, object]) -> int:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PGJOBS_DATABASE_URL"] = url
     env.pop("PGJOBS_TEST_SCHEMA", None)
-    for block in plan["blocks"]:  # type: ignore[attr-defined]
+    # Python's output unbuffered, as in a terminal: a sample shows a handler's print()
+    # between the worker's log lines, where a terminal shows it.
+    env["PYTHONUNBUFFERED"] = "1"
+    blocks: list[dict[str, str]] = plan["blocks"]  # type: ignore[assignment]
+    printed: str | None = None  # by the last ```sh block, when a sample follows it
+    for index, block in enumerate(blocks):
         where, kind, code = block["where"], block["kind"], substitute(block["code"], url)
+        sampled = index + 1 < len(blocks) and blocks[index + 1]["kind"] == "output"
         started = time.monotonic()
         print(f"--- {where} ({kind}{': ' + block['title'] if block['title'] else ''})", flush=True)
         try:
@@ -167,13 +280,28 @@ def _run(plan: dict[str, object]) -> int:
                 exec(compile(source, block["page"], "exec"), namespace)
             elif kind == "sh":
                 print("$ " + code.strip().replace("\n", "\n$ "), flush=True)
-                subprocess.run(
+                ran = subprocess.run(
                     ["bash", "-euo", "pipefail", "-c", code],
                     cwd=workdir,
                     env=env,
-                    check=True,
+                    check=False,
                     timeout=120,
+                    # One stream, in the order a terminal shows it, when a sample follows.
+                    stdout=subprocess.PIPE if sampled else None,
+                    stderr=subprocess.STDOUT if sampled else None,
+                    text=True,
                 )
+                if sampled:
+                    printed = ran.stdout
+                    print(printed, end="", flush=True)
+                ran.check_returncode()
+            elif kind == "output":
+                if printed is None:
+                    raise ValueError("a sample follows the ```sh block that prints it")
+                if normalise(printed, url) != normalise(code):
+                    print(_differs(block, printed, code, url))
+                    return 1
+                printed = None
             elif kind == "sql":
                 import psycopg
 
@@ -191,6 +319,31 @@ def _run(plan: dict[str, object]) -> int:
         print(f"    ok in {time.monotonic() - started:.2f} s", flush=True)
     sys.modules["__main__"] = runner
     return 0
+
+
+def _differs(block: dict[str, str], printed: str, sample: str, url: str) -> str:
+    """Both texts in full and where they part, for whoever changed the docs or the CLI."""
+    import difflib
+
+    diff = difflib.unified_diff(
+        normalise(sample).splitlines(),
+        normalise(printed, url).splitlines(),
+        f"{block['where']} (the page)",
+        f"{block['output_of']} (the command)",
+        lineterm="",
+    )
+    rule = "-" * 88
+    return "\n".join(
+        [
+            f"FAILED {block['where']}: the sample is not what `{block['output_of']}` prints.",
+            "Fix the page, or the command if its output changed by mistake. Compared after",
+            "normalising times, durations, worker ids and the URL (tests/docs_snippets.py).",
+            f"{rule}\nthe page shows:\n{sample.rstrip()}",
+            f"{rule}\nthe command printed:\n{normalise_url(printed, url).rstrip()}",
+            f"{rule}\ndiff of the normalised texts (- page, + command):",
+            *diff,
+        ]
+    )
 
 
 if __name__ == "__main__":
