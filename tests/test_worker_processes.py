@@ -125,6 +125,22 @@ class Workers:
         self.started.append(started)
         return started
 
+    def start_scheduler(self, url: URL, *options: str) -> WorkerProcess:
+        """A `pgjobs scheduler` process (its id is the process id of the result)."""
+        scheduler_id = f"scheduler-{uuid.uuid4().hex[:8]}"
+        command = [
+            str(PGJOBS),
+            "scheduler",
+            "--database-url",
+            libpq_url(url),
+            "--schema",
+            SCHEMA,
+            "--scheduler-id",
+            scheduler_id,
+            *options,
+        ]
+        return self.launch(command, scheduler_id)
+
     def drain(self, url: URL, *options: str, timeout: float) -> subprocess.CompletedProcess[str]:
         """Run `pgjobs worker ... --drain` to its end."""
         command, _ = self.command(url, "drain", "--drain", *options)
@@ -424,19 +440,6 @@ def test_a_second_sigterm_during_shutdown_exits_at_once(
     assert job_row(engine, job_id).locked_by == worker.worker_id
 
 
-def scheduler_command(url: URL, scheduler_id: str) -> list[str]:
-    return [
-        str(PGJOBS),
-        "scheduler",
-        "--database-url",
-        libpq_url(url),
-        "--schema",
-        SCHEMA,
-        "--scheduler-id",
-        scheduler_id,
-    ]
-
-
 def held_schedules(engine: Engine) -> list[str | None]:
     with engine.connect() as connection:
         return list(
@@ -456,10 +459,9 @@ def test_a_second_sigterm_ends_a_lone_scheduler_stuck_in_its_shutdown(
     """The worker's rule holds for the scheduler too (one service runner): the first
     signal stops it gracefully, a second exits at once, even while its shutdown waits."""
     add_yearly_schedule(engine)
-    scheduler_id = f"scheduler-{uuid.uuid4().hex[:8]}"
-    scheduler = workers.launch(scheduler_command(database_url, scheduler_id), scheduler_id)
+    scheduler = workers.start_scheduler(database_url)
     wait_until(
-        lambda: held_schedules(engine) == [scheduler_id],
+        lambda: held_schedules(engine) == [scheduler.worker_id],
         30,
         lambda: f"the scheduler claimed nothing\n{scheduler.log()}",
     )
