@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import sqla_pgjobs.alembic  # noqa: F401  (registers op.create_pgjobs_schema and friends)
-from sqla_pgjobs.urls import sqlalchemy_url
+from sqla_pgjobs.database import sqlalchemy_url
 
 config = context.config
 target_metadata = None

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 import sqla_pgjobs
 from sqla_pgjobs import JobSpec, add_job, add_jobs
+from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.schema import install, render
 from sqla_pgjobs.testing import (
     create_database,
@@ -84,10 +85,6 @@ def fresh_database(server: URL) -> Iterator[URL]:
         drop_database(server, name)
 
 
-def libpq(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def fill(url: URL, count: int, *, dead: int = 0, deleted: int = 0) -> None:
     """``count`` runnable no-op jobs; ``dead`` ones whose attempts are used up; and the
     dead tuples of ``deleted`` completed jobs that no vacuum has removed yet."""
@@ -96,7 +93,7 @@ def fill(url: URL, count: int, *, dead: int = 0, deleted: int = 0) -> None:
         for start in range(0, count, 10_000):
             connection.execute(add_jobs(JobSpec("noop") for _ in range(min(10_000, count - start))))
     engine.dispose()
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         if dead:
             connection.execute(
                 render(
@@ -121,7 +118,7 @@ def fill(url: URL, count: int, *, dead: int = 0, deleted: int = 0) -> None:
 
 
 def remaining(url: URL) -> int:
-    with psycopg.connect(libpq(url)) as connection:
+    with psycopg.connect(libpq_url(url)) as connection:
         row = connection.execute(
             render("SELECT count(*) FROM app_jobs.jobs WHERE attempts < max_attempts")
         ).fetchone()
@@ -133,7 +130,7 @@ def remaining(url: URL) -> int:
 
 
 def seed_enqueue_one_per_transaction(url: URL, count: int) -> float:
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         started = time.perf_counter()
         for i in range(count):
             connection.execute(
@@ -155,7 +152,7 @@ def session_enqueue_one_per_transaction(url: URL, count: int) -> float:
 
 def seed_enqueue_bulk(url: URL, count: int) -> float:
     """The seed has no bulk call: add_job for every job in one transaction (pipelined)."""
-    with psycopg.connect(libpq(url)) as connection:
+    with psycopg.connect(libpq_url(url)) as connection:
         started = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.executemany(
@@ -246,7 +243,7 @@ def drain(
     readies = [SPAWN.Event() for _ in range(processes)]
     go = SPAWN.Event()
     children = [
-        SPAWN.Process(target=target, args=(libpq(url), connections, ready, go, out))
+        SPAWN.Process(target=target, args=(libpq_url(url), connections, ready, go, out))
         for ready in readies
     ]
     for child in children:
@@ -273,7 +270,7 @@ def _samples(url: URL, samples: int, started: threading.Event) -> list[float]:
     """Sequential enqueue -> handler start, in milliseconds, after 20 for warm-up."""
     timings = []
     statement = render("SELECT * FROM app_jobs.add_job(NULL, 'ping')")
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         for i in range(samples + 20):
             started.clear()
             begin = time.perf_counter()
@@ -311,8 +308,8 @@ def seed_latency(url: URL, samples: int) -> list[float]:
 
     def loop() -> None:
         with (
-            psycopg.connect(libpq(url), autocommit=True) as listener,
-            psycopg.connect(libpq(url), autocommit=True) as connection,
+            psycopg.connect(libpq_url(url), autocommit=True) as listener,
+            psycopg.connect(libpq_url(url), autocommit=True) as connection,
         ):
             listener.execute('LISTEN "jobs:insert"')
             while not stop.is_set():

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import create_engine
 
-import sqla_pgjobs.alembic.ops as ops_module
 from sqla_pgjobs import schema as schema_module
 from sqla_pgjobs.testing import (
     create_database,
@@ -133,4 +132,3 @@ def fake_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
     files = {"upgrade_v1_to_v2.sql": FAKE_UPGRADE, "downgrade_v2_to_v1.sql": FAKE_DOWNGRADE}
     monkeypatch.setattr(schema_module, "LATEST_VERSION", 2)
     monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))
-    monkeypatch.setattr(ops_module, "LATEST_VERSION", 2)

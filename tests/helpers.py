@@ -14,6 +14,7 @@ from alembic.operations import Operations
 from sqlalchemy import TextClause, text
 
 import sqla_pgjobs.alembic  # noqa: F401  (registers the ops)
+from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, quote_schema, render
 
 __all__ = [
@@ -107,11 +108,6 @@ def run_ops(engine: Engine, ops: Callable[[Any], None]) -> None:
     """Run Alembic operations online, in one transaction, as a revision would."""
     with engine.begin() as connection:
         ops(Operations(MigrationContext.configure(connection)))
-
-
-def libpq_url(url: URL) -> str:
-    """A SQLAlchemy URL as a libpq connection string (for psycopg and psql)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager

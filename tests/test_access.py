@@ -635,6 +635,26 @@ def test_grant_to_a_missing_role_raises_invalid_argument_and_changes_nothing(
         )
 
 
+@pytest.mark.parametrize("name", ["", "r" * 64, "é" * 32, "ro\x00le"])
+def test_role_names_postgresql_would_not_keep_as_given_are_refused_by_wrappers_and_ops(
+    name: str,
+) -> None:
+    """One rule for the wrappers and the Alembic ops: a role name of 1 to 63 bytes (longer
+    ones PostgreSQL truncates, so the grant would go to another role)."""
+    calls = [
+        lambda: grant_access(name, "worker"),
+        lambda: revoke_access(name, "worker"),
+        lambda: GrantPgjobsAccessOp(name, "worker", SCHEMA),
+        lambda: RevokePgjobsAccessOp(name, "worker", SCHEMA),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert info.value.argument == "role_name"
+    grant_access("r" * 63, "worker")
+    GrantPgjobsAccessOp("é" * 31, "worker", SCHEMA)
+
+
 def test_unknown_access_level_is_refused_before_sql_and_by_the_database(
     admin: Engine, make_role: Callable[..., Role]
 ) -> None:

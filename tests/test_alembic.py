@@ -288,13 +288,13 @@ def test_reverse_ops_undo_each_other(empty_engine: Engine) -> None:
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda op: op.create_pgjobs_schema(version=0), SchemaVersionError, "version=0 "),
-        (lambda op: op.create_pgjobs_schema(version=99), SchemaVersionError, "version=99 "),
-        (lambda op: op.create_pgjobs_schema(version=True), SchemaVersionError, "version=True "),
+        (lambda op: op.create_pgjobs_schema(version=0), SchemaVersionError, "version 0 "),
+        (lambda op: op.create_pgjobs_schema(version=99), SchemaVersionError, "version 99 "),
+        (lambda op: op.create_pgjobs_schema(version=True), SchemaVersionError, "version True "),
         (lambda op: op.create_pgjobs_schema(schema=""), SchemaNameError, "schema name ''"),
         (lambda op: op.create_pgjobs_schema(schema="pg_x"), SchemaNameError, "'pg_x'"),
         (lambda op: op.drop_pgjobs_schema(schema="pg_x"), SchemaNameError, "'pg_x'"),
-        (lambda op: op.drop_pgjobs_schema(version=99), SchemaVersionError, "version=99 "),
+        (lambda op: op.drop_pgjobs_schema(version=99), SchemaVersionError, "version 99 "),
         (
             lambda op: op.upgrade_pgjobs_schema(1, from_version=1),
             SchemaVersionError,
@@ -303,12 +303,12 @@ def test_reverse_ops_undo_each_other(empty_engine: Engine) -> None:
         (
             lambda op: op.upgrade_pgjobs_schema(2, from_version=1),
             SchemaVersionError,
-            "to_version=2 ",
+            "to_version 2 ",
         ),
         (
             lambda op: op.upgrade_pgjobs_schema(1, from_version=0),
             SchemaVersionError,
-            "from_version=0 ",
+            "from_version 0 ",
         ),
         (
             lambda op: op.downgrade_pgjobs_schema(1, from_version=1),

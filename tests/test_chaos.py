@@ -18,7 +18,6 @@ import itertools
 import math
 import signal
 import time
-import uuid
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,6 @@ from sqla_pgjobs import JobSpec, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
 from tests.helpers import SCHEMA, index_entries_read, libpq_url, quote_schema, raw, sql
 from tests.test_worker_processes import (
-    PGJOBS,
     OwnPostgres,
     WorkerProcess,
     Workers,
@@ -124,23 +122,6 @@ def held_jobs(engine: Engine, worker_id: str) -> set[int]:
             sql("SELECT id FROM app_jobs.jobs WHERE locked_by = :worker"), {"worker": worker_id}
         ).scalars()
         return set(rows)
-
-
-def start_scheduler(workers: Workers, url: URL, *options: str) -> WorkerProcess:
-    """A `pgjobs scheduler` process, killed with the workers at teardown if still running."""
-    scheduler_id = f"scheduler-{uuid.uuid4().hex[:8]}"
-    command = [
-        str(PGJOBS),
-        "scheduler",
-        "--database-url",
-        libpq_url(url),
-        "--schema",
-        SCHEMA,
-        "--scheduler-id",
-        scheduler_id,
-        *options,
-    ]
-    return workers.launch(command, scheduler_id)
 
 
 def stop_all(started: Iterable[WorkerProcess], timeout: float = 30) -> None:
@@ -420,7 +401,7 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
         # the next fire (a fire while the previous job is pending is skipped, by design).
         connection.execute(add_scheduled_job("record", {}, "* * * * * *", priority=-1))
     started = [workers.start(url, "--concurrency", "4", name=f"restart{i}") for i in (1, 2)]
-    scheduler = start_scheduler(workers, url, "--lease", "20")
+    scheduler = workers.start_scheduler(url, "--lease", "20")
     wait_until(
         lambda: len(fires(engine)) >= 2,
         60,

@@ -10,6 +10,7 @@ costs most of a second in imports).
 from __future__ import annotations
 
 import json
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,9 @@ from sqla_pgjobs import (
 from sqla_pgjobs.schema import install, installed_version, migrate
 from tests.helpers import SCHEMA, catalog, libpq_url, run_ops, sql
 from tests.test_alembic import assert_same_catalog, psql
-from tests.test_cli import pgjobs
+from tests.test_cli import PGJOBS, pgjobs
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
@@ -211,6 +211,16 @@ def test_sql_refuses_an_unknown_version_with_exit_2_naming_it() -> None:
     assert result.returncode == 2
     assert "version 99 is not a schema version this library knows" in result.stderr
     assert result.stdout == ""  # not even the BEGIN of a script
+
+
+def test_sql_piped_into_a_reader_that_stops_early_is_not_a_failure() -> None:
+    """``pgjobs sql | head`` under ``set -o pipefail``: the closed pipe is the reader's
+    choice, so pgjobs exits 0 and prints no traceback."""
+    script = f"set -o pipefail; {PGJOBS} sql --schema app_jobs | head -n 1"
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "BEGIN;\n", "")
 
 
 # --------------------------------------------------------------------------------------
@@ -559,6 +569,33 @@ def _check_acted_on(action: str, row: dict[str, Any] | None, before: dict[str, A
     else:
         assert row["run_at"] > before["run_at"] + timedelta(minutes=59)
         assert row["attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "foreign"),
+    [
+        ("retry", ["--message", "x"]),
+        ("retry", ["--priority", "5"]),
+        ("retry", ["--in", "60"]),
+        ("fail", ["--priority", "5"]),
+        ("fail", ["--in", "60"]),
+        ("reschedule", ["--message", "x"]),
+        ("delete", ["--priority", "5"]),
+        ("delete", ["--message", "x"]),
+        ("delete", ["--in", "60"]),
+    ],
+)
+def test_each_action_refuses_the_options_of_the_others(
+    database_url: URL, jobs_engine: Engine, action: str, foreign: list[str]
+) -> None:
+    """An option an action does not use is a usage error (exit 2), not silently ignored."""
+    with jobs_engine.begin() as connection:
+        job_id = enqueue(connection, "email")
+    before = job(jobs_engine, job_id)
+    result = cli(database_url, "jobs", action, str(job_id), *foreign)
+    assert result.returncode == 2, result
+    assert f"No such option '{foreign[0]}'" in result.stderr
+    assert job(jobs_engine, job_id) == before
 
 
 def test_actions_refuse_jobs_of_a_live_worker_unless_forced(

@@ -95,7 +95,7 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
     ("127 wide chars", lambda: pgjobs.add_job("é" * 127), "identifier", "1 to 126"),
     ("513 emoji key", lambda: pgjobs.add_job("t", job_key="😀" * 513), "job_key", "1 to 512"),
     ("3 wide chars id", lambda: pgjobs.get_job("日本語"), "worker_id", "at least 4"),
-    ("empty role", lambda: pgjobs.grant_access("", "worker"), "role_name", "1 to 126"),
+    ("empty role", lambda: pgjobs.grant_access("", "worker"), "role_name", "1 to 63 bytes"),
     ("int error message", lambda: pgjobs.fail_job(WORKER, 1, 42), "error_message", "str"),  # type: ignore[arg-type]
     # Payloads: deep, huge, not JSON.
     ("payload 5000 deep", lambda: pgjobs.add_job("t", nested(5000)), "payload", "too deeply"),

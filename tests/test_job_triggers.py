@@ -828,13 +828,23 @@ def test_repr_is_python_that_builds_the_same_trigger(declared: JobTrigger) -> No
     assert create_trigger_sql(rebuilt, "orders") == create_trigger_sql(declared, "orders")
 
 
+def test_triggers_of_one_revision_share_one_merged_import_line() -> None:
+    """Two triggers needing different names (JobTrigger alone; JobTrigger and Row) make
+    one import line, not two that both import JobTrigger (ruff F811 in the revision)."""
+    context = AutogenContext(MigrationContext.configure(dialect_name="postgresql"))
+    render_op_text(context, CreateJobTriggerOp("orders", JobTrigger("ship"), None))
+    render_op_text(context, CreateJobTriggerOp("orders", JobTrigger("audit", payload=Row()), None))
+    render_op_text(context, DropJobTriggerOp("orders", JobTrigger("old", payload=RowId("n"))))
+    assert context.imports == {"from sqla_pgjobs.triggers import JobTrigger, Row, RowId"}
+
+
 def test_ops_render_into_revision_code_with_their_imports() -> None:
     context = AutogenContext(MigrationContext.configure(dialect_name="postgresql"))
     create = CreateJobTriggerOp("orders", EVERY_OPTION, "shop")
     rendered = render_op_text(context, create)
     assert rendered == f"op.create_job_trigger('orders', {EVERY_OPTION!r}, schema='shop')"
     assert context.imports == {
-        "from sqla_pgjobs.triggers import JobTrigger, Fields",
+        "from sqla_pgjobs.triggers import Fields, JobTrigger",
         "from datetime import timedelta",
     }
     assert render_op_text(context, create.reverse()) == (
@@ -1133,7 +1143,8 @@ def test_autogenerate_adds_changes_and_removes_triggers_and_ignores_foreign_ones
         for table_name, declared in (("orders", SHIP), ("orders", REINDEX), ("refunds", REFUND)):
             assert f"op.create_job_trigger({table_name!r}, {declared!r})" in source
             assert f"op.drop_job_trigger({table_name!r}, {declared!r})" in source
-        assert "from sqla_pgjobs.triggers import JobTrigger, Fields\n" in source
+        assert "from sqla_pgjobs.triggers import Fields, JobTrigger\n" in source
+        assert source.count("from sqla_pgjobs.triggers import") == 1
         assert "from datetime import timedelta\n" in source
         ok(project.run("upgrade", "head"))
         added = trigger_definitions(engine)

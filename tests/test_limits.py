@@ -23,9 +23,9 @@ from sqlalchemy import create_engine
 
 import sqla_pgjobs as pgjobs
 from sqla_pgjobs import InvalidArgumentError, JobSpec
+from sqla_pgjobs.schema import named_statements
 from sqla_pgjobs.validation import MAX_PAYLOAD_BYTES
 from sqla_pgjobs.worker import TaskRegistry, Worker
-from sqla_pgjobs.worker.queries import Queries
 from tests.helpers import SCHEMA, libpq_url, sql
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def drain_seconds(url: URL, cycles: int, batch: int = 10) -> float:
     """Seconds per job to take and complete jobs the way the worker does: its own ``cycle``
     statement (app_jobs.worker_cycle: complete the last batch, take the next), one per
     round trip, over ``cycles`` cycles of ``batch`` jobs."""
-    queries = Queries.for_schema(SCHEMA)
+    cycle_statement = named_statements("worker.sql", SCHEMA)["cycle"]
     cycle = {
         "worker_id": "drain-measure",
         "failed_ids": None,
@@ -178,11 +178,11 @@ def drain_seconds(url: URL, cycles: int, batch: int = 10) -> float:
         held: list[int] = []
         begun = time.perf_counter()
         for _ in range(cycles):
-            rows = connection.execute(queries.cycle, {**cycle, "completed_ids": held})
+            rows = connection.execute(cycle_statement, {**cycle, "completed_ids": held})
             # No job taken: one row whose job columns are NULL.
             held = [row["id"] for row in rows.fetchall() if row["id"] is not None]
             taken += len(held)
-        connection.execute(queries.cycle, {**cycle, "completed_ids": held, "max_jobs": 0})
+        connection.execute(cycle_statement, {**cycle, "completed_ids": held, "max_jobs": 0})
         took = time.perf_counter() - begun
     assert taken == cycles * batch, "ran out of jobs"
     return took / taken

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy.exc import DBAPIError
 
+from sqla_pgjobs import database
 from tests.helpers import raw, sql
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def claim(engine: Engine, worker: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def libpq_url(engine: Engine) -> str:
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return database.libpq_url(engine)
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
-from sqla_pgjobs import JobSpec, add_jobs
+from sqla_pgjobs import JobSpec, add_jobs, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
 from tests.helpers import SCHEMA, libpq_url, sql
 from tests.worker_tasks.recording import RUNS_DIR_VARIABLE
@@ -124,6 +124,22 @@ class Workers:
         started = WorkerProcess(process_id, process, log_path)
         self.started.append(started)
         return started
+
+    def start_scheduler(self, url: URL, *options: str) -> WorkerProcess:
+        """A `pgjobs scheduler` process (its id is the process id of the result)."""
+        scheduler_id = f"scheduler-{uuid.uuid4().hex[:8]}"
+        command = [
+            str(PGJOBS),
+            "scheduler",
+            "--database-url",
+            libpq_url(url),
+            "--schema",
+            SCHEMA,
+            "--scheduler-id",
+            scheduler_id,
+            *options,
+        ]
+        return self.launch(command, scheduler_id)
 
     def drain(self, url: URL, *options: str, timeout: float) -> subprocess.CompletedProcess[str]:
         """Run `pgjobs worker ... --drain` to its end."""
@@ -422,6 +438,85 @@ def test_a_second_sigterm_during_shutdown_exits_at_once(
     assert "second SIGTERM: exiting now" in worker.log()
     # It left at once: the job is still held, for the heartbeat timeout to recover.
     assert job_row(engine, job_id).locked_by == worker.worker_id
+
+
+def held_schedules(engine: Engine) -> list[str | None]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(sql("SELECT locked_by FROM app_jobs.scheduled_jobs")).scalars()
+        )
+
+
+def add_yearly_schedule(engine: Engine) -> None:
+    with jobs_engine(engine).begin() as connection:
+        connection.execute(add_scheduled_job("record", {}, "0 0 1 1 *")).one()
+
+
+@pytest.mark.timeout(120)
+def test_a_second_sigterm_ends_a_lone_scheduler_stuck_in_its_shutdown(
+    engine: Engine, database_url: URL, workers: Workers
+) -> None:
+    """The worker's rule holds for the scheduler too (one service runner): the first
+    signal stops it gracefully, a second exits at once, even while its shutdown waits."""
+    add_yearly_schedule(engine)
+    scheduler = workers.start_scheduler(database_url)
+    wait_until(
+        lambda: held_schedules(engine) == [scheduler.worker_id],
+        30,
+        lambda: f"the scheduler claimed nothing\n{scheduler.log()}",
+    )
+    with engine.connect() as blocker:
+        # Its shutdown releases its claims: an UPDATE this lock makes wait.
+        blocker.execute(sql("LOCK TABLE app_jobs.scheduled_jobs IN EXCLUSIVE MODE"))
+        scheduler.send(signal.SIGTERM)
+        wait_until(
+            lambda: "SIGTERM: stopping scheduler" in scheduler.log(),
+            15,
+            lambda: f"the first signal was not heard\n{scheduler.log()}",
+        )
+        time.sleep(0.5)
+        assert scheduler.process.poll() is None, scheduler.log()  # waiting for the lock
+        scheduler.send(signal.SIGTERM)
+        stopping = time.monotonic()
+        assert scheduler.wait_exit(10) == 1
+        assert time.monotonic() - stopping < 10
+        blocker.rollback()
+    assert "second SIGTERM: exiting now" in scheduler.log()
+
+
+@pytest.mark.timeout(120)
+def test_a_draining_worker_with_a_scheduler_stops_both_once_the_jobs_are_done(
+    engine: Engine, database_url: URL, workers: Workers
+) -> None:
+    add_yearly_schedule(engine)
+    job_ids = enqueue(engine, [JobSpec("record", {"n": n}) for n in range(5)])
+    result = workers.drain(database_url, "--with-scheduler", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(s["job_id"] for s in workers.starts()) == sorted(job_ids)
+    assert "scheduler scheduler-" in result.stderr and " started (lease 60 s)" in result.stderr
+    assert "stopped: 0 fired, 0 skipped" in result.stderr
+    assert held_schedules(engine) == [None]
+    assert registered_workers(engine) == set()
+
+
+@pytest.mark.timeout(120)
+def test_one_sigterm_stops_a_worker_and_its_scheduler_gracefully(
+    engine: Engine, database_url: URL, workers: Workers
+) -> None:
+    add_yearly_schedule(engine)
+    worker = workers.start(database_url, "--with-scheduler")
+    wait_until(
+        lambda: held_schedules(engine) != [None] and worker.worker_id in registered_workers(engine),
+        30,
+        lambda: f"the worker or its scheduler did not start\n{worker.log()}",
+    )
+    worker.send(signal.SIGTERM)
+    assert worker.wait_exit(30) == 0, worker.log()[-3000:]
+    log = worker.log()
+    assert f"SIGTERM: stopping worker {worker.worker_id}, scheduler scheduler-" in log
+    assert f"worker {worker.worker_id} stopped" in log and "stopped: 0 fired" in log
+    assert held_schedules(engine) == [None]
+    assert registered_workers(engine) == set()
 
 
 @pytest.mark.timeout(120)

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
-from sqlalchemy.engine import URL, Engine
 
 from sqla_pgjobs import validation as check
-from sqla_pgjobs.urls import sqlalchemy_url
 
 if TYPE_CHECKING:
     import logging
@@ -25,7 +23,6 @@ __all__ = [
     "RECONNECT_FIRST",
     "RECONNECT_MAX",
     "StatementConnection",
-    "libpq_url",
     "listen",
     "next_delay",
     "seconds",
@@ -40,12 +37,6 @@ CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 def next_delay(delay: float) -> float:
     return min(delay * 2, RECONNECT_MAX)
-
-
-def libpq_url(database: str | URL | Engine) -> str:
-    """The connection string psycopg takes, from a URL or an Engine."""
-    url = database.url if isinstance(database, Engine) else sqlalchemy_url(database)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def seconds(argument: str, value: float | timedelta) -> float:

@@ -1,21 +1,26 @@
-"""What operators see and do: the state of the queue, listing and acting on jobs.
+"""What operators see and do: views of the queue over a connection, with typed results, and
+the actions on jobs (``pgjobs status``, ``pgjobs jobs ...``, ``pgjobs schedules``).
 
-The listings read the tables (an ``operator`` role may); the actions go through the SQL
-admin functions, which leave alone the jobs live workers hold unless ``force`` is given.
+The views read the tables (an ``operator`` role may); the actions go through the SQL admin
+functions, which leave alone the jobs live workers hold unless ``force`` is given. Every
+function takes a Connection mapped to the job schema's name (see
+:func:`sqla_pgjobs.database.on_schema`) and runs in its transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, case, func, literal, select
 
 from sqla_pgjobs import functions as fn
 from sqla_pgjobs.errors import InvalidArgumentError
-from sqla_pgjobs.tables import jobs, workers
+from sqla_pgjobs.schedules import InvalidScheduleError, parse_schedule
+from sqla_pgjobs.tables import jobs, scheduled_jobs, workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,127 +28,131 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["STATES", "ActionResult", "act", "job_state", "list_jobs", "show_job", "status"]
+__all__ = [
+    "STATES",
+    "ActionResult",
+    "Holder",
+    "JobCount",
+    "JobView",
+    "ScheduleView",
+    "Status",
+    "WorkerView",
+    "as_json",
+    "delete",
+    "fail",
+    "list_jobs",
+    "list_schedules",
+    "reschedule",
+    "retry",
+    "show_job",
+    "status",
+]
 
 #: What a job is doing: waiting its turn, waiting for its run_at (or a retry), held by a
 #: worker, or failed for good (its attempts are used up).
 STATES = ("due", "delayed", "running", "failed")
 
 
-def job_state() -> ColumnElement[str]:
+# --- What the views return ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as operators see it: its row of ``app_jobs.jobs`` and its state."""
+
+    id: int
+    database_id: uuid.UUID | None
+    queue_name: str | None
+    task_identifier: str
+    payload: Any
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    key: str | None
+    last_error: str | None
+    locked_at: datetime | None
+    locked_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    state: str
+
+
+@dataclass(frozen=True)
+class JobCount:
+    """How many jobs of one task, in one queue, are in one state."""
+
+    task_identifier: str
+    queue_name: str | None
+    state: str
+    jobs: int
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A worker id holding jobs, and since when it holds the oldest of them."""
+
+    locked_by: str
+    jobs: int
+    oldest_lock: datetime
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A registered worker (one that heartbeats)."""
+
+    worker_id: str
+    alive: bool
+    last_heartbeat: datetime
+    seconds_since_heartbeat: float
+    heartbeat_timeout: float  # seconds
+    started_at: datetime
+    info: Any
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A scheduled job, with its schedule described and its next fire time in the
+    schedule's own time zone (None when it will not fire again, or cannot be read)."""
+
+    id: int
+    task_identifier: str
+    schedule_info: Any
+    locked_by: str | None
+    lease_expires_at: datetime | None
+    last_scheduled: datetime | None
+    schedule: str
+    next_fire: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    """The queue at a glance."""
+
+    totals: dict[str, int]
+    by_task: list[JobCount]
+    held: list[Holder]
+    workers: list[WorkerView]
+    schedules: list[ScheduleView]
+
+
+def as_json(value: Any) -> Any:
+    """A view (or a list of views) as plain data for ``json.dumps(..., default=str)``."""
+    if isinstance(value, list):
+        return [as_json(item) for item in value]
+    return dataclasses.asdict(value)
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+def _state() -> ColumnElement[str]:
     return case(
         (jobs.c.locked_at.is_not(None), literal("running")),
         (jobs.c.attempts >= jobs.c.max_attempts, literal("failed")),
         (jobs.c.run_at > func.now(), literal("delayed")),
         else_=literal("due"),
     ).label("state")
-
-
-def _worker_alive() -> ColumnElement[bool]:
-    # As the schema's lock_is_held: a restart of PostgreSQL counts as everyone's heartbeat.
-    heard = func.greatest(workers.c.last_heartbeat, func.pg_postmaster_start_time())
-    return (heard >= func.now() - workers.c.heartbeat_timeout).label("alive")
-
-
-def status(connection: Connection) -> dict[str, Any]:
-    """Queue depth by task, queue and state; who holds what since when; the workers."""
-    state = job_state()
-    depth = (
-        connection.execute(
-            select(jobs.c.task_identifier, jobs.c.queue_name, state, func.count().label("jobs"))
-            .group_by(jobs.c.task_identifier, jobs.c.queue_name, state)
-            .order_by(jobs.c.task_identifier, jobs.c.queue_name, state)
-        )
-        .mappings()
-        .all()
-    )
-    held = (
-        connection.execute(
-            select(
-                jobs.c.locked_by,
-                func.count().label("jobs"),
-                func.min(jobs.c.locked_at).label("oldest_lock"),
-            )
-            .where(jobs.c.locked_at.is_not(None))
-            .group_by(jobs.c.locked_by)
-            .order_by(jobs.c.locked_by)
-        )
-        .mappings()
-        .all()
-    )
-    registered = (
-        connection.execute(
-            select(workers, _worker_alive(), func.now().label("now")).order_by(workers.c.worker_id)
-        )
-        .mappings()
-        .all()
-    )
-    totals = {name: 0 for name in STATES}
-    for row in depth:
-        totals[row["state"]] += row["jobs"]
-    return {
-        "totals": totals,
-        "by_task": [dict(row) for row in depth],
-        "held": [dict(row) for row in held],
-        "workers": [
-            {
-                "worker_id": w["worker_id"],
-                "alive": bool(w["alive"]),
-                "last_heartbeat": w["last_heartbeat"],
-                "seconds_since_heartbeat": round(
-                    (w["now"] - w["last_heartbeat"]).total_seconds(), 1
-                ),
-                "heartbeat_timeout": w["heartbeat_timeout"].total_seconds(),
-                "started_at": w["started_at"],
-                "info": w["info"],
-            }
-            for w in registered
-        ],
-    }
-
-
-def list_jobs(
-    connection: Connection,
-    *,
-    task: str | None = None,
-    queue: str | None = None,
-    tenant: uuid.UUID | str | None = None,
-    state: str | None = None,
-    key: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Jobs matching every filter given, oldest first by (priority, run_at, id)."""
-    if state is not None and state not in STATES:
-        raise InvalidArgumentError("state", state, f"it must be one of {', '.join(STATES)}")
-    conditions: list[ColumnElement[bool]] = []
-    if task is not None:
-        conditions.append(jobs.c.task_identifier == task)
-    if queue is not None:
-        conditions.append(jobs.c.queue_name == queue)
-    if tenant is not None:
-        conditions.append(jobs.c.database_id == _tenant(tenant))
-    if key is not None:
-        conditions.append(jobs.c.key == key)
-    if state is not None:
-        conditions.append(_state_condition(state))
-    rows = (
-        connection.execute(
-            select(jobs, job_state())
-            .where(and_(True, *conditions))
-            .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
-            .limit(limit)
-        )
-        .mappings()
-        .all()
-    )
-    return [dict(row) for row in rows]
-
-
-def _tenant(tenant: uuid.UUID | str) -> uuid.UUID:
-    try:
-        return tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(tenant)
-    except ValueError:
-        raise InvalidArgumentError("tenant", tenant, "it must be a UUID") from None
 
 
 def _state_condition(state: str) -> ColumnElement[bool]:
@@ -157,50 +166,189 @@ def _state_condition(state: str) -> ColumnElement[bool]:
     }[state]
 
 
-def show_job(connection: Connection, job_id: int) -> dict[str, Any] | None:
+def status(connection: Connection) -> Status:
+    """Queue depth by task, queue and state; who holds what since when; the workers; the
+    schedules."""
+    state = _state()
+    depth = [
+        JobCount(**row)
+        for row in connection.execute(
+            select(jobs.c.task_identifier, jobs.c.queue_name, state, func.count().label("jobs"))
+            .group_by(jobs.c.task_identifier, jobs.c.queue_name, state)
+            .order_by(jobs.c.task_identifier, jobs.c.queue_name, state)
+        ).mappings()
+    ]
+    held = [
+        Holder(**row)
+        for row in connection.execute(
+            select(
+                jobs.c.locked_by,
+                func.count().label("jobs"),
+                func.min(jobs.c.locked_at).label("oldest_lock"),
+            )
+            .where(jobs.c.locked_at.is_not(None))
+            .group_by(jobs.c.locked_by)
+            .order_by(jobs.c.locked_by)
+        ).mappings()
+    ]
+    totals = dict.fromkeys(STATES, 0)
+    for count in depth:
+        totals[count.state] += count.jobs
+    return Status(totals, depth, held, _workers(connection), list_schedules(connection))
+
+
+def _workers(connection: Connection) -> list[WorkerView]:
+    # app_jobs.alive_until: the schema's one rule for "alive" (a restart of PostgreSQL
+    # counts as every worker's heartbeat).
+    alive = fn.alive_until(workers.c.last_heartbeat, workers.c.heartbeat_timeout) >= func.now()
+    rows = connection.execute(
+        select(workers, alive.label("alive"), func.now().label("now")).order_by(workers.c.worker_id)
+    ).mappings()
+    return [
+        WorkerView(
+            worker_id=row["worker_id"],
+            alive=bool(row["alive"]),
+            last_heartbeat=row["last_heartbeat"],
+            seconds_since_heartbeat=round((row["now"] - row["last_heartbeat"]).total_seconds(), 1),
+            heartbeat_timeout=row["heartbeat_timeout"].total_seconds(),
+            started_at=row["started_at"],
+            info=row["info"],
+        )
+        for row in rows
+    ]
+
+
+def list_jobs(
+    connection: Connection,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    tenant: uuid.UUID | str | None = None,
+    state: str | None = None,
+    key: str | None = None,
+    limit: int = 100,
+) -> list[JobView]:
+    """Jobs matching every filter given, in the order workers take them."""
+    if state is not None and state not in STATES:
+        raise InvalidArgumentError("state", state, f"it must be one of {', '.join(STATES)}")
+    conditions: list[ColumnElement[bool]] = []
+    if task is not None:
+        conditions.append(jobs.c.task_identifier == task)
+    if queue is not None:
+        conditions.append(jobs.c.queue_name == queue)
+    if tenant is not None:
+        conditions.append(jobs.c.database_id == _tenant(tenant))
+    if key is not None:
+        conditions.append(jobs.c.key == key)
+    if state is not None:
+        conditions.append(_state_condition(state))
+    rows = connection.execute(
+        select(jobs, _state())
+        .where(and_(True, *conditions))
+        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+        .limit(limit)
+    ).mappings()
+    return [JobView(**row) for row in rows]
+
+
+def _tenant(tenant: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(tenant)
+    except ValueError:
+        raise InvalidArgumentError("tenant", tenant, "it must be a UUID") from None
+
+
+def show_job(connection: Connection, job_id: int) -> JobView | None:
+    """One job, or None when there is no such job (completed jobs are deleted)."""
     row = (
-        connection.execute(select(jobs, job_state()).where(jobs.c.id == job_id))
+        connection.execute(select(jobs, _state()).where(jobs.c.id == job_id))
         .mappings()
         .one_or_none()
     )
-    return dict(row) if row is not None else None
+    return JobView(**row) if row is not None else None
+
+
+def list_schedules(connection: Connection) -> list[ScheduleView]:
+    """Every scheduled job, by id, with its next fire time."""
+    now = datetime.now(UTC)
+    views = []
+    for row in connection.execute(select(scheduled_jobs).order_by(scheduled_jobs.c.id)):
+        try:
+            schedule = parse_schedule(row.schedule_info)
+        except InvalidScheduleError as exc:
+            described, next_fire = f"invalid: {exc}", None
+        else:
+            after = max(now, row.last_scheduled) if row.last_scheduled else now
+            fire = schedule.next_fire(after)
+            described = schedule.describe()
+            next_fire = fire.astimezone(schedule.tz).isoformat() if fire else None
+        views.append(
+            ScheduleView(
+                id=row.id,
+                task_identifier=row.task_identifier,
+                schedule_info=row.schedule_info,
+                locked_by=row.locked_by,
+                lease_expires_at=row.lease_expires_at,
+                last_scheduled=row.last_scheduled,
+                schedule=described,
+                next_fire=next_fire,
+            )
+        )
+    return views
+
+
+# --- Actions ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ActionResult:
+    """The jobs an action changed, and those it left alone: held by a live worker (use
+    ``force``), or no such job."""
+
     done: list[int]
-    skipped: list[int]  # held by a live worker (use force), or no such job
+    skipped: list[int]
 
 
-ACTIONS = ("retry", "fail", "reschedule", "delete")
+def retry(connection: Connection, job_ids: Sequence[int], *, force: bool = False) -> ActionResult:
+    """Run failed or waiting jobs again now, with their attempts reset."""
+    statement = fn.reschedule_jobs(job_ids, run_at=datetime.now(UTC), attempts=0, force=force)
+    return _acted(connection, statement, job_ids)
 
 
-def act(
+def fail(
     connection: Connection,
-    action: str,
     job_ids: Sequence[int],
     *,
-    force: bool = False,
     message: str | None = None,
+    force: bool = False,
+) -> ActionResult:
+    """Mark jobs failed for good, with ``message`` as their error: they are kept, and never
+    run again."""
+    return _acted(connection, fn.permanently_fail_jobs(job_ids, message, force=force), job_ids)
+
+
+def reschedule(
+    connection: Connection,
+    job_ids: Sequence[int],
+    *,
     run_at: datetime | None = None,
     priority: int | None = None,
+    force: bool = False,
 ) -> ActionResult:
-    """Retry (now, attempts reset), fail for good, reschedule, or delete jobs."""
-    if action == "retry":
-        statement = fn.reschedule_jobs(job_ids, run_at=datetime.now(UTC), attempts=0, force=force)
-    elif action == "fail":
-        statement = fn.permanently_fail_jobs(job_ids, message, force=force)
-    elif action == "reschedule":
-        if run_at is None and priority is None:
-            raise InvalidArgumentError("run_at", run_at, "reschedule needs run_at or priority")
-        statement = fn.reschedule_jobs(job_ids, run_at=run_at, priority=priority, force=force)
-    elif action == "delete":
-        statement = fn.complete_jobs(job_ids, force=force)
-    else:
-        raise InvalidArgumentError("action", action, f"it must be one of {', '.join(ACTIONS)}")
+    """Move jobs in time (``run_at``), in priority, or both."""
+    if run_at is None and priority is None:
+        raise InvalidArgumentError("run_at", run_at, "reschedule needs run_at or priority")
+    statement = fn.reschedule_jobs(job_ids, run_at=run_at, priority=priority, force=force)
+    return _acted(connection, statement, job_ids)
+
+
+def delete(connection: Connection, job_ids: Sequence[int], *, force: bool = False) -> ActionResult:
+    """Delete jobs without running them."""
+    return _acted(connection, fn.complete_jobs(job_ids, force=force), job_ids)
+
+
+def _acted(
+    connection: Connection, statement: fn.JobStatement, job_ids: Sequence[int]
+) -> ActionResult:
     done = sorted(row.id for row in connection.execute(statement))
     return ActionResult(done, sorted(set(job_ids) - set(done)))
-
-
-def in_seconds(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)

@@ -10,15 +10,14 @@ reached, the schema is missing, ...), 2 a usage error.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -29,7 +28,11 @@ from sqla_pgjobs.log_format import configure_logging
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    from sqlalchemy.engine import Connection
+
+    from sqla_pgjobs.admin import ActionResult, JobView, ScheduleView, Status
 
 __all__ = ["main"]
 
@@ -112,22 +115,35 @@ def _reported(schema: str = DEFAULT_SCHEMA, *, usage: bool = False) -> Iterator[
 
 
 @contextlib.contextmanager
-def _engine(database_url: str, schema: str) -> Iterator[Any]:
-    """An engine on the database, mapped to the job schema's name; disposed afterwards."""
-    from sqlalchemy import create_engine
+def _connection(database_url: str, schema: str, *, write: bool = False) -> Iterator[Connection]:
+    """A connection to the database, mapped to the job schema's name (in a transaction that
+    commits with ``write``); the engine is disposed afterwards."""
+    from sqla_pgjobs.database import create_job_engine
 
-    from sqla_pgjobs.urls import sqlalchemy_url
-
-    engine = create_engine(sqlalchemy_url(database_url)).execution_options(
-        schema_translate_map={"app_jobs": schema}
-    )
+    engine = create_job_engine(database_url, schema)
     try:
-        yield engine
+        with engine.begin() if write else engine.connect() as connection:
+            yield connection
     finally:
         engine.dispose()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (pgjobs sql | head): not a failure. Later writes, and the
+            # flush at exit, go nowhere instead of raising again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="pgjobs")
 def main() -> None:
     """PostgreSQL-native background jobs for SQLAlchemy: workers, the demo, and more."""
@@ -159,7 +175,7 @@ def main() -> None:
     is_flag=True,
     help="Run the jobs that are due, then exit 0 (for tests, cron and benchmarks).",
 )
-@click.option("--schema", default=DEFAULT_SCHEMA, show_default=True, help="The job schema's name.")
+@SCHEMA
 @click.option(
     "--poll-interval",
     default=10.0,
@@ -252,45 +268,25 @@ def worker(
             unknown_tasks=unknown_tasks,
         )
         if with_scheduler:
+            from sqla_pgjobs import service
             from sqla_pgjobs.scheduler import Scheduler
 
             scheduler = Scheduler(
                 database_url, schema=schema, lease=scheduler_lease, listen=not no_listen
             )
-            asyncio.run(_run_together(runner, scheduler, drain=drain))
+            # One loop: a signal stops both, a drained worker stops the scheduler.
+            service.run({runner: runner.run_async(drain=drain), scheduler: scheduler.run_async()})
         else:
             runner.run(drain=drain)
     _exit_if_handlers_still_run()
 
 
-async def _run_together(runner: Any, scheduler: Any, *, drain: bool) -> None:
-    """A worker and a scheduler on one event loop; a signal stops both, a second exits."""
-    loop = asyncio.get_running_loop()
-    stopping = False
-
-    def on_signal() -> None:
-        nonlocal stopping
-        if stopping:
-            logging.shutdown()
-            os._exit(1)
-        stopping = True
-        runner.stop()
-        scheduler.stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    scheduling = asyncio.create_task(scheduler.run_async())
-    try:
-        await runner.run_async(drain=drain)
-    finally:
-        scheduler.stop()
-        await scheduling
-
-
 def _exit_if_handlers_still_run() -> None:
     """Plain handlers that outlived the shutdown timeout cannot be stopped; their jobs were
     given back. Do not wait for them at interpreter exit."""
-    if any(t.name.startswith("pgjobs-handler") and t.is_alive() for t in threading.enumerate()):
+    from sqla_pgjobs.worker.threads import handlers_still_running
+
+    if handlers_still_running():
         logging.shutdown()
         sys.stdout.flush()
         os._exit(0)
@@ -381,23 +377,16 @@ def scheduler(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
 def schedules(database_url: str, schema: str, as_json: bool) -> None:
     """List the scheduled jobs with their next fire time, in each schedule's time zone."""
-    from sqla_pgjobs.scheduler.listing import list_schedules
+    from sqla_pgjobs.admin import as_json as plain
+    from sqla_pgjobs.admin import list_schedules
 
-    with _reported(schema):
-        entries = list_schedules(database_url, schema)
+    with _reported(schema), _connection(database_url, schema) as connection:
+        entries = list_schedules(connection)
     if as_json:
-        for entry in entries:
+        for entry in plain(entries):
             click.echo(json.dumps(entry, default=str))
-        return
-    if not entries:
-        click.echo("No scheduled jobs.")
-        return
-    click.echo(f"{'id':>6}  {'task':<24} {'next fire':<32} {'held by':<20} schedule")
-    for e in entries:
-        click.echo(
-            f"{e['id']:>6}  {e['task_identifier']:<24} {e['next_fire'] or '-':<32} "
-            f"{e['locked_by'] or '-':<20} {e['schedule']}"
-        )
+    else:
+        _render_schedules(entries)
 
 
 def _json_or_text(value: str) -> Any:
@@ -451,7 +440,7 @@ def add_schedule(
             max_attempts=max_attempts,
             priority=priority,
         )
-    with _reported(schema), _engine(database_url, schema) as engine, engine.begin() as connection:
+    with _reported(schema), _connection(database_url, schema, write=True) as connection:
         row = connection.execute(statement).one()
     click.echo(f"scheduled job {row.id}: {task} at {schedule}")
 
@@ -502,7 +491,7 @@ def migrate(database_url: str, schema: str, to_version: int | None) -> None:
     from sqla_pgjobs.schema import migrate as migrate_schema
 
     target = LATEST_VERSION if to_version is None else to_version
-    with _reported(schema), _engine(database_url, schema) as engine, engine.begin() as connection:
+    with _reported(schema), _connection(database_url, schema, write=True) as connection:
         before, after = migrate_schema(connection, schema, target)
     if before is None:
         click.echo(f"Installed the job schema {schema!r} at version {after}.")
@@ -510,10 +499,6 @@ def migrate(database_url: str, schema: str, to_version: int | None) -> None:
         click.echo(f"The job schema {schema!r} is already at version {after}.")
     else:
         click.echo(f"Upgraded the job schema {schema!r} from version {before} to {after}.")
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=str, indent=2))
 
 
 @main.command()
@@ -526,43 +511,15 @@ def status(database_url: str, schema: str, as_json: bool) -> None:
     States: due (waiting its turn), delayed (waiting for its run_at or a retry), running
     (held by a worker), failed (its attempts are used up).
     """
+    from sqla_pgjobs.admin import as_json as plain
     from sqla_pgjobs.admin import status as read_status
-    from sqla_pgjobs.scheduler.listing import list_schedules
 
-    with _reported(schema), _engine(database_url, schema) as engine, engine.connect() as connection:
+    with _reported(schema), _connection(database_url, schema) as connection:
         report = read_status(connection)
-        report["schedules"] = list_schedules(database_url, schema)
     if as_json:
-        _echo_json(report)
-        return
-    totals = report["totals"]
-    click.echo(
-        "jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("due", "delayed", "running", "failed"))
-    )
-    if report["by_task"]:
-        click.echo(f"\n{'task':<28}{'queue':<20}{'state':<10}{'jobs':>8}")
-        for row in report["by_task"]:
-            click.echo(
-                f"{row['task_identifier']:<28}{row['queue_name'] or '-':<20}"
-                f"{row['state']:<10}{row['jobs']:>8}"
-            )
-    if report["held"]:
-        click.echo(f"\n{'held by':<40}{'jobs':>6}  oldest lock")
-        for row in report["held"]:
-            click.echo(f"{row['locked_by']:<40}{row['jobs']:>6}  {row['oldest_lock'].isoformat()}")
-    click.echo(f"\nworkers: {len(report['workers'])}")
-    for w in report["workers"]:
-        state = "alive" if w["alive"] else "SILENT"
-        click.echo(
-            f"  {w['worker_id']:<40}{state:<8} last heartbeat {w['seconds_since_heartbeat']} s ago"
-            f" (timeout {w['heartbeat_timeout']:g} s)"
-        )
-    click.echo(f"\nscheduled jobs: {len(report['schedules'])}")
-    for e in report["schedules"]:
-        click.echo(
-            f"  {e['id']:>6} {e['task_identifier']:<24} "
-            f"next {e['next_fire'] or '-'}  {e['schedule']}"
-        )
+        _echo_json(plain(report))
+    else:
+        _render_status(report)
 
 
 @main.group()
@@ -598,28 +555,18 @@ def jobs_list(
     as_json: bool,
 ) -> None:
     """List jobs, in the order workers take them."""
+    from sqla_pgjobs.admin import as_json as plain
     from sqla_pgjobs.admin import list_jobs
 
-    with (
-        _reported(schema, usage=True),
-        _engine(database_url, schema) as engine,
-        engine.connect() as connection,
-    ):
+    with _reported(schema, usage=True), _connection(database_url, schema) as connection:
         rows = list_jobs(
             connection, task=task, queue=queue, tenant=tenant, state=state, key=key, limit=limit
         )
     if as_json:
-        for row in rows:
+        for row in plain(rows):
             click.echo(json.dumps(row, default=str))
-        return
-    click.echo(f"{'id':>8}  {'task':<24} {'state':<8} {'attempts':>8}  {'run at':<33} last error")
-    for row in rows:
-        error = (row["last_error"] or "").split("\n", 1)[0][:60]
-        click.echo(
-            f"{row['id']:>8}  {row['task_identifier']:<24} {row['state']:<8} "
-            f"{row['attempts']:>4}/{row['max_attempts']:<3}  "
-            f"{row['run_at'].isoformat():<33} {error}"
-        )
+    else:
+        _render_jobs(rows)
 
 
 @jobs.command("show")
@@ -628,64 +575,150 @@ def jobs_list(
 @SCHEMA
 def jobs_show(job_id: int, database_url: str, schema: str) -> None:
     """Everything about one job, as JSON (exit 1 if there is no such job)."""
+    from sqla_pgjobs.admin import as_json as plain
     from sqla_pgjobs.admin import show_job
 
-    with _reported(schema), _engine(database_url, schema) as engine, engine.connect() as connection:
+    with _reported(schema), _connection(database_url, schema) as connection:
         row = show_job(connection, job_id)
     if row is None:
         raise click.ClickException(f"no job {job_id} (completed jobs are deleted)")
-    _echo_json(row)
+    _echo_json(plain(row))
 
 
-def _job_action(action: str, help_text: str) -> Any:
-    @jobs.command(action, help=help_text)
-    @click.argument("job_ids", nargs=-1, type=int, required=True)
-    @DATABASE_URL
-    @SCHEMA
-    @click.option("--force", is_flag=True, help="Also jobs that a live worker holds.")
-    @click.option("--message", help="With fail: the error to record.")
-    @click.option(
-        "--in", "in_seconds", type=float, help="With reschedule: run this many seconds from now."
+def _job_action(name: str) -> Callable[[Callable[..., ActionResult]], click.Command]:
+    """A ``pgjobs jobs NAME JOB_ID...`` command: the decorated function does the action
+    (given a connection, the ids, ``force`` and its own options) and returns its result;
+    the command reports it, exiting 1 when some jobs were left alone."""
+
+    def register(act: Callable[..., ActionResult]) -> click.Command:
+        @click.argument("job_ids", nargs=-1, type=int, required=True)
+        @DATABASE_URL
+        @SCHEMA
+        @click.option("--force", is_flag=True, help="Also jobs that a live worker holds.")
+        @functools.wraps(act)
+        def command(
+            job_ids: tuple[int, ...], database_url: str, schema: str, **options: Any
+        ) -> None:
+            with (
+                _reported(schema, usage=True),
+                _connection(database_url, schema, write=True) as connection,
+            ):
+                result = act(connection, list(job_ids), **options)
+            _render_action(name, result)
+
+        return jobs.command(name)(command)
+
+    return register
+
+
+@_job_action("retry")
+def _retry(connection: Connection, job_ids: list[int], *, force: bool) -> ActionResult:
+    """Run failed or waiting jobs again now, with their attempts reset."""
+    from sqla_pgjobs import admin
+
+    return admin.retry(connection, job_ids, force=force)
+
+
+@click.option("--message", help="The error to record.")
+@_job_action("fail")
+def _fail(
+    connection: Connection, job_ids: list[int], *, force: bool, message: str | None
+) -> ActionResult:
+    """Mark jobs failed for good (they are kept, and never run again)."""
+    from sqla_pgjobs import admin
+
+    return admin.fail(connection, job_ids, message=message, force=force)
+
+
+@click.option("--in", "in_seconds", type=float, help="Run this many seconds from now.")
+@click.option("--priority", type=int, help="The new priority.")
+@_job_action("reschedule")
+def _reschedule(
+    connection: Connection,
+    job_ids: list[int],
+    *,
+    force: bool,
+    in_seconds: float | None,
+    priority: int | None,
+) -> ActionResult:
+    """Move jobs in time (--in SECONDS) or priority (--priority)."""
+    from sqla_pgjobs import admin
+
+    run_at = None if in_seconds is None else datetime.now(UTC) + timedelta(seconds=in_seconds)
+    return admin.reschedule(connection, job_ids, run_at=run_at, priority=priority, force=force)
+
+
+@_job_action("delete")
+def _delete(connection: Connection, job_ids: list[int], *, force: bool) -> ActionResult:
+    """Delete jobs without running them."""
+    from sqla_pgjobs import admin
+
+    return admin.delete(connection, job_ids, force=force)
+
+
+# --- Rendering ----------------------------------------------------------------------------
+# How the operator commands print their results as text; --json prints the same views
+# (sqla_pgjobs.admin) as JSON.
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=str, indent=2))
+
+
+def _render_status(report: Status) -> None:
+    totals = report.totals
+    click.echo(
+        "jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("due", "delayed", "running", "failed"))
     )
-    @click.option("--priority", type=int, help="With reschedule: the new priority.")
-    def command(
-        job_ids: tuple[int, ...],
-        database_url: str,
-        schema: str,
-        force: bool,
-        message: str | None,
-        in_seconds: float | None,
-        priority: int | None,
-    ) -> None:
-        from sqla_pgjobs.admin import act
-        from sqla_pgjobs.admin import in_seconds as later
-
-        with (
-            _reported(schema, usage=True),
-            _engine(database_url, schema) as engine,
-            engine.begin() as connection,
-        ):
-            result = act(
-                connection,
-                action,
-                list(job_ids),
-                force=force,
-                message=message,
-                run_at=None if in_seconds is None else later(in_seconds),
-                priority=priority,
+    if report.by_task:
+        click.echo(f"\n{'task':<28}{'queue':<20}{'state':<10}{'jobs':>8}")
+        for row in report.by_task:
+            click.echo(
+                f"{row.task_identifier:<28}{row.queue_name or '-':<20}{row.state:<10}{row.jobs:>8}"
             )
-        if result.done:
-            click.echo(f"{action}: {' '.join(map(str, result.done))}")
-        if result.skipped:
-            raise click.ClickException(
-                f"not {action}: {' '.join(map(str, result.skipped))} (no such job, or a live "
-                "worker holds it: --force acts anyway)"
-            )
+    if report.held:
+        click.echo(f"\n{'held by':<40}{'jobs':>6}  oldest lock")
+        for holder in report.held:
+            click.echo(f"{holder.locked_by:<40}{holder.jobs:>6}  {holder.oldest_lock.isoformat()}")
+    click.echo(f"\nworkers: {len(report.workers)}")
+    for w in report.workers:
+        state = "alive" if w.alive else "SILENT"
+        click.echo(
+            f"  {w.worker_id:<40}{state:<8} last heartbeat {w.seconds_since_heartbeat} s ago"
+            f" (timeout {w.heartbeat_timeout:g} s)"
+        )
+    click.echo(f"\nscheduled jobs: {len(report.schedules)}")
+    for e in report.schedules:
+        click.echo(f"  {e.id:>6} {e.task_identifier:<24} next {e.next_fire or '-'}  {e.schedule}")
 
-    return command
+
+def _render_schedules(entries: list[ScheduleView]) -> None:
+    if not entries:
+        click.echo("No scheduled jobs.")
+        return
+    click.echo(f"{'id':>6}  {'task':<24} {'next fire':<32} {'held by':<20} schedule")
+    for e in entries:
+        click.echo(
+            f"{e.id:>6}  {e.task_identifier:<24} {e.next_fire or '-':<32} "
+            f"{e.locked_by or '-':<20} {e.schedule}"
+        )
 
 
-_job_action("retry", "Run failed or waiting jobs again now, with their attempts reset.")
-_job_action("fail", "Mark jobs failed for good (they are kept, and never run again).")
-_job_action("reschedule", "Move jobs in time (--in SECONDS) or priority (--priority).")
-_job_action("delete", "Delete jobs without running them.")
+def _render_jobs(rows: list[JobView]) -> None:
+    click.echo(f"{'id':>8}  {'task':<24} {'state':<8} {'attempts':>8}  {'run at':<33} last error")
+    for row in rows:
+        error = (row.last_error or "").split("\n", 1)[0][:60]
+        click.echo(
+            f"{row.id:>8}  {row.task_identifier:<24} {row.state:<8} "
+            f"{row.attempts:>4}/{row.max_attempts:<3}  {row.run_at.isoformat():<33} {error}"
+        )
+
+
+def _render_action(action: str, result: ActionResult) -> None:
+    if result.done:
+        click.echo(f"{action}: {' '.join(map(str, result.done))}")
+    if result.skipped:
+        raise click.ClickException(
+            f"not {action}: {' '.join(map(str, result.skipped))} (no such job, or a live "
+            "worker holds it: --force acts anyway)"
+        )

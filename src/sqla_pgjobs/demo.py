@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 import sqla_pgjobs.alembic  # noqa: F401  (registers op.create_pgjobs_schema)
+from sqla_pgjobs.database import create_job_engine, sqlalchemy_url
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.functions import JobSpec, add_job, add_jobs
 from sqla_pgjobs.schema import render
-from sqla_pgjobs.urls import sqlalchemy_url
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
 
 if TYPE_CHECKING:
@@ -253,9 +253,7 @@ def _run(
     tally: _Tally,
 ) -> bool:
     with _database(database_url, echo) as url:
-        engine = create_engine(url).execution_options(
-            schema_translate_map={"app_jobs": DEMO_SCHEMA}
-        )
+        engine = create_job_engine(url, DEMO_SCHEMA)
         try:
             echo(f"Installing the job schema (op.create_pgjobs_schema) as {DEMO_SCHEMA!r}...")
             _install(engine)

@@ -50,6 +50,7 @@ from sqla_pgjobs.errors import InvalidArgumentError, translate
 from sqla_pgjobs.schedules import parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 from sqla_pgjobs.tables import jobs, scheduled_jobs
+from sqla_pgjobs.validation import ACCESS_LEVELS
 
 if TYPE_CHECKING:
     import uuid
@@ -71,6 +72,7 @@ __all__ = [
     "add_job",
     "add_jobs",
     "add_scheduled_job",
+    "alive_until",
     "complete_job",
     "complete_job_batch",
     "complete_jobs",
@@ -92,9 +94,6 @@ __all__ = [
     "revoke_access",
     "run_scheduled_job",
 ]
-
-#: The access levels of :func:`grant_access`, each containing the one before it.
-ACCESS_LEVELS = ("enqueue", "worker", "operator")
 
 
 class _JobFunction(Function[Any]):
@@ -874,15 +873,20 @@ def run_scheduled_job(
     )
 
 
+# --- Expressions ----------------------------------------------------------------------------
+
+
+def alive_until(
+    last_heartbeat: ColumnElement[Any], heartbeat_timeout: ColumnElement[Any]
+) -> ColumnElement[datetime]:
+    """``app_jobs.alive_until(last_heartbeat, heartbeat_timeout)``, for queries of your own
+    over :data:`sqla_pgjobs.tables.workers`: until when a registered worker counts as alive
+    (the schema's one rule: heartbeat_timeout after its last heartbeat, and a restart of
+    PostgreSQL counts as every worker's heartbeat)."""
+    return _JobFunction("alive_until", last_heartbeat, heartbeat_timeout, type_=_TIMESTAMP)
+
+
 # --- Access -------------------------------------------------------------------------------
-
-
-def _access(access: object) -> str:
-    if access not in ACCESS_LEVELS:
-        raise InvalidArgumentError(
-            "access", access, f"it must be one of {', '.join(ACCESS_LEVELS)}"
-        )
-    return str(access)
 
 
 def grant_access(role_name: str, access: str) -> JobStatement:
@@ -892,7 +896,8 @@ def grant_access(role_name: str, access: str) -> JobStatement:
     :access)``.
     """
     return _GRANT_ACCESS.params(
-        role_name=check.check_name("role_name", role_name), access=_access(access)
+        role_name=check.check_identifier("role_name", role_name),
+        access=check.check_access("access", access),
     )
 
 
@@ -902,5 +907,6 @@ def revoke_access(role_name: str, access: str) -> JobStatement:
     Renders ``SELECT app_jobs.revoke_access(:role_name, :access)``.
     """
     return _REVOKE_ACCESS.params(
-        role_name=check.check_name("role_name", role_name), access=_access(access)
+        role_name=check.check_identifier("role_name", role_name),
+        access=check.check_access("access", access),
     )

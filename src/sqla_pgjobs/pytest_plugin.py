@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import create_engine
 
+from sqla_pgjobs.database import create_job_engine
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 from sqla_pgjobs.testing import (
     create_database,
@@ -66,8 +66,6 @@ def pgjobs_database_url(pgjobs_server_url: URL, pgjobs_template: str) -> Iterato
 
 @pytest.fixture
 def pgjobs_engine(pgjobs_database_url: URL, pgjobs_schema: str) -> Iterator[Engine]:
-    engine = create_engine(pgjobs_database_url)
-    if pgjobs_schema != DEFAULT_SCHEMA:
-        engine = engine.execution_options(schema_translate_map={DEFAULT_SCHEMA: pgjobs_schema})
+    engine = create_job_engine(pgjobs_database_url, pgjobs_schema)
     yield engine
     engine.dispose()

@@ -22,6 +22,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.dialects import postgresql
 
 from sqla_pgjobs.errors import SchemaNameError, SchemaVersionError
+from sqla_pgjobs.validation import MAX_IDENTIFIER_BYTES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -31,6 +32,7 @@ __all__ = [
     "LATEST_VERSION",
     "access_statement",
     "as_text",
+    "check_version",
     "downgrade_statements",
     "drop",
     "drop_statements",
@@ -40,6 +42,7 @@ __all__ = [
     "migrate",
     "named_statements",
     "quote_identifier",
+    "quote_literal",
     "quote_schema",
     "render",
     "split_statements",
@@ -74,8 +77,6 @@ _PREPARER = postgresql.dialect(paramstyle="named").identifier_preparer  # type: 
 # What text() would read as an escaped colon (its BIND_PARAMS_ESC): a backslash there is
 # doubled, so that it reaches the database as written.
 _ESCAPED_COLON = re.compile(r"\x5c(?=:\w*(?![:\w]))")
-# PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
-_MAX_IDENTIFIER_BYTES = 63
 
 
 def validate_schema_name(schema: str) -> str:
@@ -87,8 +88,8 @@ def validate_schema_name(schema: str) -> str:
     """
     if not isinstance(schema, str) or not schema:
         raise SchemaNameError(schema, "a non-empty string")
-    if len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
-        raise SchemaNameError(schema, f"at most {_MAX_IDENTIFIER_BYTES} bytes")
+    if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
+        raise SchemaNameError(schema, f"at most {MAX_IDENTIFIER_BYTES} bytes")
     if "\x00" in schema or "$" in schema:
         raise SchemaNameError(schema, "no NUL or '$' characters")
     if schema.startswith("pg_") or schema == "information_schema":
@@ -106,6 +107,13 @@ def quote_identifier(name: str) -> str:
     """Any identifier (a table, column or trigger name) as SQL: bare when that reads back
     unchanged, else quoted."""
     return _PREPARER.quote(name)
+
+
+def quote_literal(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1),
+    for the few statements that must carry a value inline: offline ``--sql`` output has no
+    bind parameters, and a trigger's arguments are part of its definition."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def render(sql: str, schema: str = DEFAULT_SCHEMA) -> str:
@@ -188,21 +196,23 @@ def _read(name: str) -> str:
     return resources.files("sqla_pgjobs").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def _check_version(version: int, what: str) -> None:
+def check_version(version: object, argument: str = "version") -> int:
+    """``version`` if it is a schema version this library knows, else SchemaVersionError."""
     if (
         not isinstance(version, int)
         or isinstance(version, bool)
         or not (1 <= version <= LATEST_VERSION)
     ):
         raise SchemaVersionError(
-            f"{what} {version!r} is not a schema version this library knows; "
+            f"{argument} {version!r} is not a schema version this library knows; "
             f"known versions are 1 to {LATEST_VERSION}"
         )
+    return version
 
 
 def install_statements(schema: str = DEFAULT_SCHEMA, version: int = 1) -> list[str]:
     """The statements that create the job schema at ``version`` in an empty database."""
-    _check_version(version, "version")
+    check_version(version, "version")
     statements = split_statements(render(_read("schema_v1.sql"), schema))
     if version > 1:
         statements += upgrade_statements(schema, 1, version)
@@ -211,8 +221,8 @@ def install_statements(schema: str = DEFAULT_SCHEMA, version: int = 1) -> list[s
 
 def upgrade_statements(schema: str, from_version: int, to_version: int) -> list[str]:
     """The statements that move an installed schema from one version up to a later one."""
-    _check_version(from_version, "from_version")
-    _check_version(to_version, "to_version")
+    check_version(from_version, "from_version")
+    check_version(to_version, "to_version")
     if to_version <= from_version:
         raise SchemaVersionError(
             f"cannot upgrade from version {from_version} to {to_version}: "
@@ -226,8 +236,8 @@ def upgrade_statements(schema: str, from_version: int, to_version: int) -> list[
 
 def downgrade_statements(schema: str, from_version: int, to_version: int) -> list[str]:
     """The statements that move an installed schema from one version down to an earlier one."""
-    _check_version(from_version, "from_version")
-    _check_version(to_version, "to_version")
+    check_version(from_version, "from_version")
+    check_version(to_version, "to_version")
     if to_version >= from_version:
         raise SchemaVersionError(
             f"cannot downgrade from version {from_version} to {to_version}: "
@@ -258,18 +268,14 @@ def drop(connection: Connection, schema: str = DEFAULT_SCHEMA) -> None:
         connection.execute(as_text(statement))
 
 
-def _literal(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def access_statement(verb: str, schema: str, role_name: str, access: str) -> str:
     """``SELECT <schema>.grant_access('<role>', '<access>')`` (or ``revoke_access``), with
     the values inlined so the statement also works in offline ``--sql`` mode."""
     if verb not in ("grant", "revoke"):
         raise ValueError(f"verb must be grant or revoke, not {verb!r}")
     return render(
-        f"SELECT app_jobs.{verb}_access({_literal(role_name)}, {_literal(access)})", schema
+        f"SELECT app_jobs.{verb}_access({quote_literal(role_name)}, {quote_literal(access)})",
+        schema,
     )
 
 
@@ -307,7 +313,7 @@ def migrate(
 ) -> tuple[int | None, int]:
     """Install the job schema, or upgrade it, to ``to_version`` (without Alembic; the same
     SQL and the same bookkeeping as the Alembic operations). Returns (before, after)."""
-    _check_version(to_version, "to_version")
+    check_version(to_version, "to_version")
     current = installed_version(connection, schema)
     if current is None:
         install(connection, schema, to_version)

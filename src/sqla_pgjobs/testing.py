@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
+from sqla_pgjobs.database import sqlalchemy_url
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
-from sqla_pgjobs.urls import sqlalchemy_url
-from sqla_pgjobs.worker.tasks import Job
+from sqla_pgjobs.tasks import Job
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL
 
-    from sqla_pgjobs.worker.tasks import TaskRegistry
+    from sqla_pgjobs.tasks import TaskRegistry
 
 __all__ = [
     "NoPostgresError",

@@ -39,6 +39,7 @@ from sqla_pgjobs.schema import (
     DEFAULT_SCHEMA,
     as_text,
     quote_identifier,
+    quote_literal,
     quote_schema,
     validate_schema_name,
 )
@@ -60,7 +61,6 @@ __all__ = [
 ]
 
 EVENTS = ("insert", "update", "delete")
-_MAX_IDENTIFIER_BYTES = 63
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]+)\}|[{}]")
 
 
@@ -260,10 +260,7 @@ class JobTrigger(SchemaItem):
             raise InvalidArgumentError(
                 "payload", payload, "it must be RowId(), Row() or Fields(...)"
             )
-        name = name if name is not None else f"pgjobs_{task}"
-        check.check_text("name", name, optional=False)
-        if not name or len(name.encode()) > _MAX_IDENTIFIER_BYTES:
-            raise InvalidArgumentError("name", name, "it must be 1 to 63 bytes long")
+        name = check.check_identifier("name", name if name is not None else f"pgjobs_{task}")
         if when is not None:
             check.check_text("when", when, optional=False)
             if not when.strip():
@@ -436,10 +433,6 @@ def _table(table_name: str, schema: str | None) -> str:
     return (quote_identifier(schema) + "." if schema else "") + quote_identifier(table_name)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def create_trigger_sql(trigger: JobTrigger, table_name: str, schema: str | None = None) -> str:
     """``CREATE TRIGGER`` for ``trigger`` on ``schema.table_name``."""
     o = trigger._options
@@ -450,10 +443,11 @@ def create_trigger_sql(trigger: JobTrigger, table_name: str, schema: str | None 
         else:
             events.append(e.upper())
     when = f" WHEN ({o.when})" if o.when else ""
+    spec = quote_literal(trigger.spec_json())
     return (
         f"CREATE TRIGGER {quote_identifier(o.name)} AFTER {' OR '.join(events)} "
         f"ON {_table(table_name, schema)} FOR EACH ROW{when} "
-        f"EXECUTE FUNCTION {quote_schema(o.job_schema)}.tg_add_job({_literal(trigger.spec_json())})"
+        f"EXECUTE FUNCTION {quote_schema(o.job_schema)}.tg_add_job({spec})"
     )
 
 

@@ -15,12 +15,16 @@ from typing import Any
 from sqla_pgjobs.errors import InvalidArgumentError, InvalidWorkerIdError
 
 __all__ = [
+    "ACCESS_LEVELS",
+    "MAX_IDENTIFIER_BYTES",
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PAYLOAD_BYTES",
+    "check_access",
     "check_aware",
     "check_count",
     "check_id",
+    "check_identifier",
     "check_ids",
     "check_interval",
     "check_key",
@@ -39,6 +43,12 @@ __all__ = [
 MAX_NAME_LENGTH = 126  # task identifiers and queue names (jobs_task_identifier_check)
 MAX_KEY_LENGTH = 512  # job keys (jobs_key_check)
 MIN_WORKER_ID_LENGTH = 4  # jobs_locked_by_check
+#: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1) and silently drops
+#: the rest: a longer role, trigger or schema name would name something else.
+MAX_IDENTIFIER_BYTES = 63
+#: The access levels of ``grant_access``, each containing the one before it (the SQL
+#: function ``app_jobs.access_functions`` lists what each gives).
+ACCESS_LEVELS = ("enqueue", "worker", "operator")
 #: The longest duration (job_expiry, lease, heartbeat_timeout): about 1000 years, so that
 #: now() plus or minus it stays a timestamp both PostgreSQL and Python can read (a larger
 #: one made every get_jobs fail with "timestamp out of range").
@@ -96,6 +106,24 @@ def check_key(argument: str, value: object) -> str | None:
             argument, value, f"it must be None or a text of 1 to {MAX_KEY_LENGTH} characters"
         )
     return text
+
+
+def check_identifier(argument: str, value: object) -> str:
+    """A name PostgreSQL keeps as given (a role, a trigger): 1 to 63 bytes of text."""
+    text = check_text(argument, value, optional=False)
+    assert text is not None
+    if not 0 < len(text.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        raise InvalidArgumentError(
+            argument, value, f"it must be a name of 1 to {MAX_IDENTIFIER_BYTES} bytes"
+        )
+    return text
+
+
+def check_access(argument: str, value: object) -> str:
+    """An access level of ``grant_access``."""
+    if not isinstance(value, str) or value not in ACCESS_LEVELS:
+        raise InvalidArgumentError(argument, value, f"it must be one of {', '.join(ACCESS_LEVELS)}")
+    return value
 
 
 def check_worker_id(value: object, argument: str = "worker_id") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqla_pgjobs.worker import Job, TaskRegistry
+from sqla_pgjobs import Job, TaskRegistry
 
 tasks = TaskRegistry()
 OUTBOX: list[tuple[str, Any]] = []

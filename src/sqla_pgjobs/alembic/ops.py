@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from alembic.operations import MigrateOperation, Operations
 
 from sqla_pgjobs.errors import InvalidArgumentError, SchemaVersionError
-from sqla_pgjobs.functions import ACCESS_LEVELS
-from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, validate_schema_name
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, check_version, validate_schema_name
 from sqla_pgjobs.triggers import JobTrigger
-from sqla_pgjobs.validation import check_name
+from sqla_pgjobs.validation import check_access, check_identifier, check_name
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -31,22 +30,13 @@ __all__ = [
 ]
 
 
-def _version(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= LATEST_VERSION:
-        raise SchemaVersionError(
-            f"{name}={value!r} is not a schema version this library knows; "
-            f"known versions are 1 to {LATEST_VERSION}"
-        )
-    return value
-
-
 @Operations.register_operation("create_pgjobs_schema")
 class CreatePgjobsSchemaOp(MigrateOperation):
     """Create the job schema at a given version (default: version 1, schema ``app_jobs``)."""
 
     def __init__(self, schema: str = DEFAULT_SCHEMA, version: int = 1) -> None:
         self.schema = validate_schema_name(schema)
-        self.version = _version(version, "version")
+        self.version = check_version(version)
 
     @classmethod
     def create_pgjobs_schema(
@@ -72,7 +62,7 @@ class DropPgjobsSchemaOp(MigrateOperation):
 
     def __init__(self, schema: str = DEFAULT_SCHEMA, version: int = 1) -> None:
         self.schema = validate_schema_name(schema)
-        self.version = _version(version, "version")
+        self.version = check_version(version)
 
     @classmethod
     def drop_pgjobs_schema(
@@ -103,8 +93,8 @@ class _VersionStepOp(MigrateOperation):
     direction: str
 
     def __init__(self, to_version: int, from_version: int, schema: str = DEFAULT_SCHEMA) -> None:
-        self.to_version = _version(to_version, "to_version")
-        self.from_version = _version(from_version, "from_version")
+        self.to_version = check_version(to_version, "to_version")
+        self.from_version = check_version(from_version, "from_version")
         upward = self.to_version > self.from_version
         if upward != (self.direction == "upgrade") or self.to_version == self.from_version:
             relation = ">" if self.direction == "upgrade" else "<"
@@ -162,22 +152,6 @@ class DowngradePgjobsSchemaOp(_VersionStepOp):
         return UpgradePgjobsSchemaOp(self.from_version, self.to_version, self.schema)
 
 
-def _access(access: object) -> str:
-    if access not in ACCESS_LEVELS:
-        raise InvalidArgumentError(
-            "access", access, f"it must be one of {', '.join(ACCESS_LEVELS)}"
-        )
-    return str(access)
-
-
-def _role(role_name: object) -> str:
-    if not isinstance(role_name, str) or not role_name or "\x00" in role_name:
-        raise InvalidArgumentError(
-            "role_name", role_name, "it must be the name of an existing role"
-        )
-    return role_name
-
-
 class _AccessOp(MigrateOperation):
     """Grant or revoke an access level to the job schema for an existing role."""
 
@@ -185,8 +159,8 @@ class _AccessOp(MigrateOperation):
     verb: str
 
     def __init__(self, role_name: str, access: str, schema: str = DEFAULT_SCHEMA) -> None:
-        self.role_name = _role(role_name)
-        self.access = _access(access)
+        self.role_name = check_identifier("role_name", role_name)
+        self.access = check_access("access", access)
         self.schema = validate_schema_name(schema)
 
     def to_diff_tuple(self) -> tuple[Hashable, ...]:

@@ -80,13 +80,25 @@ def _access(autogen_context: AutogenContext, op: GrantPgjobsAccessOp | RevokePgj
     )
 
 
+_TRIGGER_NAMES = ("JobTrigger", "RowId", "Row", "Fields")
+_TRIGGER_IMPORT = "from sqla_pgjobs.triggers import "
+
+
 def _trigger_imports(autogen_context: AutogenContext, trigger: object) -> str:
-    """The trigger's constructor call, with the imports it needs added to the revision."""
+    """The trigger's constructor call, with the imports it needs added to the revision.
+
+    Alembic writes each distinct import line once, so the names every trigger of the
+    revision needs go in one merged ``from sqla_pgjobs.triggers import`` line (two lines
+    importing JobTrigger would be ruff's F811 in the user's migration)."""
     text = repr(trigger)
-    names = [n for n in ("JobTrigger", "RowId", "Row", "Fields") if f"{n}(" in text]
-    autogen_context.imports.add(f"from sqla_pgjobs.triggers import {', '.join(names)}")
+    imports = autogen_context.imports
+    names = {n for n in _TRIGGER_NAMES if f"{n}(" in text}
+    for line in [line for line in imports if line.startswith(_TRIGGER_IMPORT)]:
+        imports.discard(line)
+        names.update(line[len(_TRIGGER_IMPORT) :].split(", "))
+    imports.add(_TRIGGER_IMPORT + ", ".join(sorted(names)))
     if "timedelta(" in text:
-        autogen_context.imports.add("from datetime import timedelta")
+        imports.add("from datetime import timedelta")
     return text
 
 

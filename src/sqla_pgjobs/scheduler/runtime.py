@@ -24,25 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import socket
-import threading
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from sqla_pgjobs import service
 from sqla_pgjobs import validation as check
-from sqla_pgjobs._connections import (
-    CONNECTION_ERRORS,
-    StatementConnection,
-    libpq_url,
-    listen,
-    seconds,
-)
+from sqla_pgjobs._connections import CONNECTION_ERRORS, StatementConnection, listen, seconds
+from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.schedules import InvalidScheduleError, Schedule, parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, named_statements, validate_schema_name
 
@@ -95,7 +86,7 @@ class _Held:
         return int(self.row["id"])
 
 
-class Scheduler:
+class Scheduler(service.Service):
     """Fires the scheduled jobs of a database (see the module docs).
 
     :param lease: how long a claim lasts unless renewed; a dead scheduler's schedules are
@@ -119,10 +110,9 @@ class Scheduler:
         listen: bool = True,
         max_claims: int | None = None,
     ) -> None:
+        super().__init__()
         self.scheduler_id = check.check_worker_id(
-            scheduler_id
-            or f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-            "scheduler_id",
+            scheduler_id or service.default_id("scheduler-"), "scheduler_id"
         )
         self.schema = validate_schema_name(schema)
         self.lease = seconds("lease", lease)
@@ -138,51 +128,33 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._url = libpq_url(database)
         self._sql = named_statements("scheduler.sql", self.schema)
-        self._stopping = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+
+    def __str__(self) -> str:
+        return f"scheduler {self.scheduler_id}"
 
     def run(self, *, install_signal_handlers: bool = True) -> SchedulerStats:
-        """Run until stopped (SIGTERM/SIGINT under the main thread); return the stats."""
-        return asyncio.run(self._main(signals=install_signal_handlers))
+        """Run until stopped; return the stats. Under the main thread, SIGTERM and SIGINT
+        stop the scheduler (it releases its claims); a second signal exits at once."""
+        service.run({self: self.run_async()}, signals=install_signal_handlers)
+        return self.stats
 
     async def run_async(self) -> SchedulerStats:
         """Run on the current event loop until :meth:`stop` (no signal handlers)."""
-        return await self._main(signals=False)
-
-    def stop(self) -> None:
-        """Ask the scheduler to stop (from any thread): it releases its claims and returns."""
-        self._stopping.set()
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(wake.set)
-
-    async def _main(self, *, signals: bool) -> SchedulerStats:
-        self._loop = asyncio.get_running_loop()
-        run = _Run(self)
-        self._wake = run.wake
-        handlers = signals and threading.current_thread() is threading.main_thread()
-        if handlers:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(signum, self.stop)
-        try:
+        run = _Run(self, self._url, self._sql)
+        with self._waking(run.wake):
             await run.execute()
-        finally:
-            if handlers:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.remove_signal_handler(signum)
-            self._wake = None
         return self.stats
 
 
 class _Run:
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, url: str, statements: dict[str, str]) -> None:
         self.s = scheduler
+        self.url = url
+        self.statements = statements
         self.wake = asyncio.Event()
         self.held: dict[int, _Held] = {}
         self.connection = StatementConnection(
-            scheduler._url, f"pgjobs {scheduler.scheduler_id}", on_lost=self._lost_connection
+            url, f"pgjobs {scheduler.scheduler_id}", on_lost=self._lost_connection
         )
 
     # --- Database -------------------------------------------------------------------------------
@@ -190,10 +162,10 @@ class _Run:
     async def sql(
         self, name: str, params: dict[str, Any], *, retry: bool = True
     ) -> list[dict[str, Any]]:
-        return await self.connection.execute(self.s._sql[name], params, retry=retry)
+        return await self.connection.execute(self.statements[name], params, retry=retry)
 
     def _lost_connection(self, exc: Exception) -> None:
-        if self.s._stopping.is_set():
+        if self.s.stopping:
             raise exc  # stopping: no reconnecting
         self.s.stats.reconnects += 1
         log.warning(
@@ -245,7 +217,7 @@ class _Run:
         renew_every = s.lease / 3
         next_renewal = 0.0
         loop = asyncio.get_running_loop()
-        while not s._stopping.is_set():
+        while not s.stopping:
             if self.wake.is_set() or loop.time() >= next_renewal:
                 self.wake.clear()
                 await self.renew()
@@ -418,7 +390,7 @@ class _Run:
 
     async def listener(self) -> None:
         await listen(
-            self.s._url,
+            self.url,
             ["scheduled_jobs:insert", "scheduled_jobs:update"],
             self.wake,
             log,

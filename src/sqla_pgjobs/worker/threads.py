@@ -19,9 +19,12 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-    from sqla_pgjobs.worker.tasks import Job, Task
+    from sqla_pgjobs.tasks import Job, Task
 
-__all__ = ["HandlerThreads", "Outcome"]
+__all__ = ["THREAD_NAME", "HandlerThreads", "Outcome", "handlers_still_running"]
+
+#: The name of every handler thread (numbered): how a process tells that one still runs.
+THREAD_NAME = "pgjobs-handler"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Outcome:
     """How one run of a handler ended: ``error`` is None when it returned."""
 
     job: Job
+    task: Task
     error: BaseException | None
     duration: float
 
@@ -56,7 +60,7 @@ class HandlerThreads:
         if not self._threads:
             for number in range(self._size):
                 thread = threading.Thread(
-                    target=self._run, name=f"pgjobs-handler-{number}", daemon=True
+                    target=self._run, name=f"{THREAD_NAME}-{number}", daemon=True
                 )
                 thread.start()
                 self._threads.append(thread)
@@ -77,7 +81,7 @@ class HandlerThreads:
                 task(job.payload, job)
             except BaseException as exc:
                 error = exc
-            outcome = Outcome(job, error, time.monotonic() - started)
+            outcome = Outcome(job, task, error, time.monotonic() - started)
             with self._lock:
                 self._outcomes.append(outcome)
                 first = len(self._outcomes) == 1
@@ -90,3 +94,12 @@ class HandlerThreads:
         with self._lock:
             outcomes, self._outcomes = self._outcomes, []
         self._on_outcomes(outcomes)
+
+
+def handlers_still_running() -> bool:
+    """Whether a plain handler of a stopped worker still runs in this process (it outlived
+    the shutdown timeout: it cannot be stopped, and its job was given back)."""
+    return any(
+        thread.name.startswith(THREAD_NAME) and thread.is_alive()
+        for thread in threading.enumerate()
+    )

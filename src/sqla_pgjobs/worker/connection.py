@@ -1,0 +1,130 @@
+"""The worker's side of the database: its statements (``sql/worker.sql``) on one autocommit
+connection, and what they return.
+
+The worker's hot path skips SQLAlchemy: the statements go through psycopg directly, the
+cycle with binary results (nothing parsed from text). A statement that meets a lost
+connection is sent again on a new one (see :class:`~sqla_pgjobs._connections.
+StatementConnection`): nothing of a statement lost with its connection is known to have
+happened, and each of these is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Json
+
+from sqla_pgjobs._connections import StatementConnection
+from sqla_pgjobs.schema import named_statements
+from sqla_pgjobs.tasks import Job
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime
+
+    from sqla_pgjobs.worker.results import Batch
+
+__all__ = ["Cycle", "WorkerConnection"]
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """What one cycle did: results recorded (a job this worker no longer held is not),
+    the jobs taken, and, when fewer were taken than asked for, ``(next_run_at, now)`` as
+    the database saw them (None when no job is waiting at all)."""
+
+    completed: int
+    failed: int
+    taken: list[Job]
+    next_run_at: tuple[datetime, datetime] | None
+    #: The statement was sent again after a lost connection: results it reports as not
+    #: recorded may have been recorded by the attempt that was lost.
+    resent: bool
+
+
+class WorkerConnection:
+    """The statements of worker ``worker_id`` on the job schema ``schema``."""
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        worker_id: str,
+        *,
+        task_filter: list[str] | None,
+        job_expiry: float,
+        heartbeat_timeout: float,
+        info: dict[str, Any],
+        on_lost: Callable[[Exception], None],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._sql = named_statements("worker.sql", schema)
+        self._worker_id = worker_id
+        self._losses = 0
+
+        def lost(exc: Exception) -> None:
+            self._losses += 1
+            on_lost(exc)
+
+        self._connection = StatementConnection(
+            url, f"pgjobs worker {worker_id}", on_lost=lost, sleep=sleep
+        )
+        self._cycle_params: dict[str, Any] = {
+            "worker_id": worker_id,
+            "task_identifiers": task_filter,
+            "job_expiry": timedelta(seconds=job_expiry),
+        }
+        self._heartbeat_params = {
+            "worker_id": worker_id,
+            "heartbeat_timeout": timedelta(seconds=heartbeat_timeout),
+            "info": Json({"host": socket.gethostname(), "pid": os.getpid(), **info}),
+        }
+
+    async def cycle(self, batch: Batch, max_jobs: int) -> Cycle:
+        """Report ``batch`` and take up to ``max_jobs`` jobs, in one statement (one round
+        trip, one transaction)."""
+        losses = self._losses
+        rows = await self._connection.execute(
+            self._sql["cycle"],
+            {
+                **self._cycle_params,
+                "completed_ids": batch.completed,
+                "failed_ids": [job_id for job_id, _ in batch.failed],
+                "error_messages": [error for _, error in batch.failed],
+                "max_jobs": max_jobs,
+            },
+            binary=True,
+        )
+        first = rows[0]
+        next_run_at = first["next_run_at"]
+        return Cycle(
+            completed=first["completed"],
+            failed=first["failed"],
+            taken=[Job.from_row(row) for row in rows if row["id"] is not None],
+            next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
+            resent=self._losses > losses,
+        )
+
+    async def heartbeat(self, *, retry: bool = True) -> bool:
+        """Record that this worker is alive; False when it was not registered (its first
+        heartbeat, or it had been given up for dead)."""
+        [row] = await self._connection.execute(
+            self._sql["heartbeat"], self._heartbeat_params, retry=retry
+        )
+        return bool(row["heartbeat"])
+
+    async def release(self, keep: list[int] | None, *, retry: bool = True) -> None:
+        """Give back every job this worker holds but those in ``keep``, attempts refunded
+        (all of them, and unregister, with None)."""
+        await self._connection.execute(
+            self._sql["release_jobs"],
+            {"worker_id": self._worker_id, "keep_job_ids": keep},
+            retry=retry,
+        )
+
+    async def close(self) -> None:
+        await self._connection.close()

@@ -1,0 +1,208 @@
+"""Running jobs' handlers: ``async`` ones as tasks on the worker's event loop, plain ones on
+its handler threads (:mod:`sqla_pgjobs.worker.threads`). Each run's end is handed to the
+``on_finished`` callback with the exception it raised (None when it returned) and its
+duration, and logged.
+
+Timeouts (``Task.timeout``): an ``async`` handler is cancelled and its job fails with a
+TimeoutError. A plain function cannot be stopped: a warning is logged at the timeout, the
+job keeps its slot until the function returns (so that it never runs twice at once), and
+then fails with a TimeoutError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from sqla_pgjobs.worker.threads import HandlerThreads
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqla_pgjobs.tasks import Job, Task, TaskRegistry
+    from sqla_pgjobs.worker.threads import Outcome
+
+__all__ = ["Handlers", "error_text"]
+
+log = logging.getLogger("sqla_pgjobs.worker")
+
+# Longest error text stored in last_error (tracebacks can be huge).
+MAX_ERROR = 8000
+
+
+def error_text(exc: BaseException) -> str:
+    """What ``last_error`` records for a handler's exception: its summary line, then the
+    traceback (the middle cut out beyond MAX_ERROR characters)."""
+    text = "".join(traceback.format_exception(exc))
+    summary = f"{type(exc).__name__}: {exc}"
+    if len(text) > MAX_ERROR:
+        text = text[: MAX_ERROR // 2] + "\n...\n" + text[-MAX_ERROR // 2 :]
+    return summary + "\n\n" + text
+
+
+class Handlers:
+    """The handlers of ``tasks`` running for worker ``worker_id``, at most ``concurrency``
+    plain ones at once."""
+
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        worker_id: str,
+        concurrency: int,
+        on_finished: Callable[[Job, BaseException | None, float], None],
+    ) -> None:
+        self._tasks = tasks
+        self._worker_id = worker_id
+        self._on_finished = on_finished
+        # A task for an async handler, a future the handler threads resolve for a plain one.
+        self._running: dict[int, asyncio.Future[None]] = {}
+        self._threads = HandlerThreads(asyncio.get_running_loop(), concurrency, self._on_outcomes)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def job_ids(self) -> list[int]:
+        return list(self._running)
+
+    def start(self, job: Job) -> None:
+        task = self._tasks.get(job.task_identifier)
+        # Log records cost more than a no-op job: build them only when they are wanted.
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "job %d (%s) started, attempt %d of %d",
+                job.id,
+                job.task_identifier,
+                job.attempts,
+                job.max_attempts,
+                extra=self._fields(job),
+            )
+        if task is None or task.is_async:
+            self._running[job.id] = asyncio.create_task(
+                self._run_async(job, task), name=f"job-{job.id}"
+            )
+            return
+        running = self._running[job.id] = asyncio.get_running_loop().create_future()
+        if task.timeout is not None:
+            timeout = task.timeout.total_seconds()
+            warning = asyncio.get_running_loop().call_later(
+                timeout, self._over_timeout, job, timeout
+            )
+            running.add_done_callback(lambda _: warning.cancel())
+        self._threads.submit(job, task)
+
+    async def stop(self, timeout: float) -> list[int]:
+        """Wait up to ``timeout`` seconds for the running handlers, then cancel the async
+        ones still running. Returns the jobs that did not finish (their results will never
+        come; plain handlers past the timeout cannot be stopped and are abandoned)."""
+        if not self._running:
+            return []
+        log.info(
+            "waiting up to %.0f s for %d running job(s)",
+            timeout,
+            len(self._running),
+            extra={"worker_id": self._worker_id},
+        )
+        _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout)
+        unfinished = [job_id for job_id, run in self._running.items() if run in pending]
+        for run in pending:
+            run.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        self._running.clear()
+        return unfinished
+
+    def close(self) -> None:
+        self._threads.close()
+
+    # --- Runs -----------------------------------------------------------------------------------
+
+    async def _run_async(self, job: Job, task: Task | None) -> None:
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            if task is None:
+                raise LookupError(
+                    f"no handler for task {job.task_identifier!r} in this worker "
+                    f"(it has: {', '.join(self._tasks.names) or 'none'})"
+                )
+            timeout = task.timeout.total_seconds() if task.timeout is not None else None
+            await asyncio.wait_for(task(job.payload, job), timeout=timeout)
+        except asyncio.CancelledError:
+            # Stopping: the job is released with its attempt refunded, not failed.
+            self._running.pop(job.id, None)
+            raise
+        except BaseException as exc:
+            error = exc
+        self._finish(job, task, error, time.monotonic() - started)
+
+    def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Plain handlers' outcomes, delivered by the handler threads."""
+        for outcome in outcomes:
+            job, task = outcome.job, outcome.task
+            running = self._running.get(job.id)
+            if running is None or running.done():
+                continue  # given up while stopping: the job has been released
+            error = outcome.error
+            if error is None and task.timeout is not None:
+                limit = task.timeout.total_seconds()
+                if outcome.duration > limit:
+                    error = TimeoutError(
+                        f"the handler ran {outcome.duration:.1f} s, over its {limit:g} s timeout"
+                    )
+            running.set_result(None)
+            self._finish(job, task, error, outcome.duration)
+
+    def _over_timeout(self, job: Job, timeout: float) -> None:
+        log.warning(
+            "job %d (%s) is over its %g s timeout; a plain function cannot be "
+            "stopped, so the job keeps its slot until it returns and then fails",
+            job.id,
+            job.task_identifier,
+            timeout,
+            extra={"worker_id": self._worker_id, "job_id": job.id},
+        )
+
+    def _finish(
+        self, job: Job, task: Task | None, error: BaseException | None, duration: float
+    ) -> None:
+        self._running.pop(job.id, None)
+        if error is None:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "job %d (%s) completed in %.1f ms",
+                    job.id,
+                    job.task_identifier,
+                    duration * 1000,
+                    extra={
+                        **self._fields(job),
+                        "duration_ms": round(duration * 1000, 3),
+                        "outcome": "completed",
+                    },
+                )
+        else:
+            log.warning(
+                "job %d (%s) failed in %.1f ms: %s",
+                job.id,
+                job.task_identifier,
+                duration * 1000,
+                f"{type(error).__name__}: {error}".split("\n", 1)[0],
+                extra={
+                    **self._fields(job),
+                    "duration_ms": round(duration * 1000, 3),
+                    "outcome": "failed",
+                    "will_retry": job.attempts < job.max_attempts,
+                },
+            )
+        self._on_finished(job, error, duration)
+
+    def _fields(self, job: Job) -> dict[str, Any]:
+        return {
+            "worker_id": self._worker_id,
+            "job_id": job.id,
+            "task": job.task_identifier,
+            "attempt": job.attempts,
+            "max_attempts": job.max_attempts,
+        }
