@@ -189,7 +189,7 @@ VARYING = (
         "time",
         r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?",
     ),
-    # A worker's or scheduler's default id: host-pid-random (worker/runtime.py)
+    # A worker's or scheduler's default id: [scheduler-]host-pid-random (service.default_id)
     ("worker-id", r"\b[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?-\d+-[0-9a-f]{6}\b"),
     # "completed in 0.4 ms", "done in 3.0 s", "last heartbeat 2 s ago" (not "timeout 30 s")
     ("duration", r"(?<= in )\d+(?:\.\d+)? ?(?:ms|s)\b|\b\d+(?:\.\d+)? ?(?:ms|s)(?= ago\b)"),
