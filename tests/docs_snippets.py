@@ -191,6 +191,9 @@ VARYING = (
     ),
     # A worker's or scheduler's default id: [scheduler-]host-pid-random (service.default_id)
     ("worker-id", r"\b[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?-\d+-[0-9a-f]{6}\b"),
+    # The traceback a failed job's last_error ends with, inside a JSON string (its file
+    # paths and line numbers are the machine's and the code's of the day).
+    ("traceback", r"Traceback \(most recent call last\):(?:\\.|[^\"\\])*"),
     # "completed in 0.4 ms", "done in 3.0 s", "last heartbeat 2 s ago" (not "timeout 30 s")
     ("duration", r"(?<= in )\d+(?:\.\d+)? ?(?:ms|s)\b|\b\d+(?:\.\d+)? ?(?:ms|s)(?= ago\b)"),
 )
@@ -212,8 +215,8 @@ def normalise_url(text: str, url: str) -> str:
 
 def normalise(text: str, url: str | None = None) -> str:
     """``text`` with what varies between runs replaced by ``<time>``, ``<worker-id>``,
-    ``<duration>``, the page's database URL by the placeholder URL; of the demo's progress
-    lines, only the last is kept.
+    ``<traceback>``, ``<duration>``, the page's database URL by the placeholder URL; of the
+    demo's progress lines, only the last is kept.
 
     A varying value followed by two spaces or more is a column of a table, padded to a
     width: ``<time:34>`` keeps the width of the value and its padding, so that the column

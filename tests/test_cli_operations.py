@@ -378,6 +378,20 @@ def test_status_counts_jobs_by_task_queue_and_state_and_shows_holders_workers_sc
     assert len(blocks) == 5
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["schedules"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "delete", "1"]],
+)
+def test_a_command_on_a_missing_job_schema_says_how_to_install_it(
+    database_url: URL, command: list[str]
+) -> None:
+    result = pgjobs(*command, "--database-url", libpq_url(database_url), "--schema", "no_jobs")
+    assert result.returncode == 1, result
+    assert result.stderr.startswith(("Error: UndefinedTable: ", "Error: InvalidSchemaName: "))
+    assert "Is the job schema installed as 'no_jobs'?" in result.stderr
+    assert "[SQL:" not in result.stderr  # the driver's message, not SQLAlchemy's dump
+
+
 def test_status_of_an_empty_queue_says_zero_everywhere(database_url: URL) -> None:
     assert _blocks(ok(cli(database_url, "status"))) == [
         ["jobs: 0 due, 0 delayed, 0 running, 0 failed"],
@@ -474,7 +488,7 @@ def test_jobs_show_prints_the_job_as_json_and_exits_1_for_a_missing_id(
     assert document["locked_by"] is None
     stored = job(jobs_engine, job_id)
     assert stored is not None
-    assert document["run_at"] == str(stored["run_at"])
+    assert document["run_at"] == stored["run_at"].isoformat()
 
     assert missing.returncode == 1
     assert f"no job {MISSING_ID}" in missing.stderr

@@ -137,7 +137,8 @@ class Status:
 
 
 def as_json(value: Any) -> Any:
-    """A view (or a list of views) as plain data for ``json.dumps(..., default=str)``."""
+    """A view (or a list of views) as plain data for ``json.dumps`` (times, UUIDs and
+    intervals stay Python objects: give ``json.dumps`` a ``default`` for them)."""
     if isinstance(value, list):
         return [as_json(item) for item in value]
     return dataclasses.asdict(value)

@@ -105,8 +105,11 @@ def _reported(schema: str = DEFAULT_SCHEMA, *, usage: bool = False) -> Iterator[
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:
         logging.getLogger("sqla_pgjobs").debug("command failed", exc_info=True)
-        message = f"{type(exc).__name__}: {exc}"
-        if getattr(exc, "sqlstate", None) in ("3F000", "42883", "42P01"):
+        # SQLAlchemy wraps the driver's error (``orig``, which carries the SQLSTATE) in a
+        # message that repeats the whole statement: the driver's own says what went wrong.
+        error = getattr(exc, "orig", None) or exc
+        message = f"{type(error).__name__}: {str(error).strip()}"
+        if getattr(error, "sqlstate", None) in ("3F000", "42883", "42P01"):
             message += (
                 f"\nIs the job schema installed as {schema!r}? Install it with "
                 "op.create_pgjobs_schema() in an Alembic revision, or pgjobs migrate."
@@ -384,7 +387,7 @@ def schedules(database_url: str, schema: str, as_json: bool) -> None:
         entries = list_schedules(connection)
     if as_json:
         for entry in plain(entries):
-            click.echo(json.dumps(entry, default=str))
+            click.echo(_json(entry))
     else:
         _render_schedules(entries)
 
@@ -564,7 +567,7 @@ def jobs_list(
         )
     if as_json:
         for row in plain(rows):
-            click.echo(json.dumps(row, default=str))
+            click.echo(_json(row))
     else:
         _render_jobs(rows)
 
@@ -661,8 +664,18 @@ def _delete(connection: Connection, job_ids: list[int], *, force: bool) -> Actio
 # (sqla_pgjobs.admin) as JSON.
 
 
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON text of a view: times in ISO 8601 (as the text tables print them), UUIDs and
+    intervals as text."""
+
+    def default(item: Any) -> str:
+        return item.isoformat() if isinstance(item, datetime) else str(item)
+
+    return json.dumps(value, default=default, indent=indent)
+
+
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=str, indent=2))
+    click.echo(_json(value, indent=2))
 
 
 def _render_status(report: Status) -> None:
@@ -708,10 +721,11 @@ def _render_jobs(rows: list[JobView]) -> None:
     click.echo(f"{'id':>8}  {'task':<24} {'state':<8} {'attempts':>8}  {'run at':<33} last error")
     for row in rows:
         error = (row.last_error or "").split("\n", 1)[0][:60]
-        click.echo(
+        line = (
             f"{row.id:>8}  {row.task_identifier:<24} {row.state:<8} "
             f"{row.attempts:>4}/{row.max_attempts:<3}  {row.run_at.isoformat():<33} {error}"
         )
+        click.echo(line.rstrip())
 
 
 def _render_action(action: str, result: ActionResult) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,23 @@ if TYPE_CHECKING:
     import uuid
     from datetime import datetime, timedelta
 
-__all__ = ["Handler", "Job", "Task", "TaskRegistry"]
+__all__ = ["MAX_ERROR", "Handler", "Job", "Task", "TaskRegistry", "error_text"]
 
 Handler = Callable[..., Any]
+
+#: Longest error text stored in last_error (tracebacks can be huge).
+MAX_ERROR = 8000
+
+
+def error_text(exc: BaseException) -> str:
+    """What ``last_error`` records when a handler raises ``exc`` (the worker and
+    :func:`sqla_pgjobs.testing.run_jobs` alike): its summary line, then the traceback, the
+    middle cut out beyond MAX_ERROR characters."""
+    text = "".join(traceback.format_exception(exc))
+    summary = f"{type(exc).__name__}: {exc}"
+    if len(text) > MAX_ERROR:
+        text = text[: MAX_ERROR // 2] + "\n...\n" + text[-MAX_ERROR // 2 :]
+    return summary + "\n\n" + text
 
 
 @dataclasses.dataclass(frozen=True)

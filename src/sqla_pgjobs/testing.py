@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqla_pgjobs.database import sqlalchemy_url
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
-from sqla_pgjobs.tasks import Job
+from sqla_pgjobs.tasks import Job, error_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -232,7 +232,7 @@ def run_jobs(
                 except Exception as exc:
                     if raise_errors:
                         raise
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = error_text(exc)
                     connection.execute(fail_job(worker_id, job.id, error))
                     report.failed.append((job, error))
                 else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 from sqla_pgjobs.worker.threads import HandlerThreads
@@ -25,22 +24,9 @@ if TYPE_CHECKING:
     from sqla_pgjobs.tasks import Job, Task, TaskRegistry
     from sqla_pgjobs.worker.threads import Outcome
 
-__all__ = ["Handlers", "error_text"]
+__all__ = ["Handlers"]
 
 log = logging.getLogger("sqla_pgjobs.worker")
-
-# Longest error text stored in last_error (tracebacks can be huge).
-MAX_ERROR = 8000
-
-
-def error_text(exc: BaseException) -> str:
-    """What ``last_error`` records for a handler's exception: its summary line, then the
-    traceback (the middle cut out beyond MAX_ERROR characters)."""
-    text = "".join(traceback.format_exception(exc))
-    summary = f"{type(exc).__name__}: {exc}"
-    if len(text) > MAX_ERROR:
-        text = text[: MAX_ERROR // 2] + "\n...\n" + text[-MAX_ERROR // 2 :]
-    return summary + "\n\n" + text
 
 
 class Handlers:

@@ -50,9 +50,9 @@ from sqla_pgjobs._connections import CONNECTION_ERRORS, listen, seconds
 from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
-from sqla_pgjobs.tasks import TaskRegistry
+from sqla_pgjobs.tasks import TaskRegistry, error_text
 from sqla_pgjobs.worker.connection import WorkerConnection
-from sqla_pgjobs.worker.handlers import Handlers, error_text
+from sqla_pgjobs.worker.handlers import Handlers
 from sqla_pgjobs.worker.policy import Load, Pace, Policy
 from sqla_pgjobs.worker.results import Results
 
