@@ -104,31 +104,32 @@ FAKE_UPGRADE = """
 DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 DO $$
 BEGIN
-  IF (SELECT max(version) FROM app_jobs.migrations) IS DISTINCT FROM 1 THEN
-    RAISE EXCEPTION 'the job schema is not at version 1' USING ERRCODE = '55000';
+  IF (SELECT max(version) FROM app_jobs.migrations) IS DISTINCT FROM 2 THEN
+    RAISE EXCEPTION 'the job schema is not at version 2' USING ERRCODE = '55000';
   END IF;
 END $$;
 ALTER TABLE app_jobs.jobs ADD COLUMN note text;
 CREATE FUNCTION app_jobs.hello() RETURNS text LANGUAGE sql AS $$ SELECT 'hi' $$;
 REVOKE ALL ON FUNCTION app_jobs.hello() FROM PUBLIC;
-INSERT INTO app_jobs.migrations (version) VALUES (2);
+INSERT INTO app_jobs.migrations (version) VALUES (3);
 """
 FAKE_DOWNGRADE = """
 DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;
 DROP FUNCTION app_jobs.hello();
 ALTER TABLE app_jobs.jobs DROP COLUMN note;
-DELETE FROM app_jobs.migrations WHERE version = 2;
+DELETE FROM app_jobs.migrations WHERE version = 3;
 """
 
 
 @pytest.fixture
-def fake_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend the library knows a schema version 2, to exercise the upgrade machinery.
+def fake_version_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the library knows a schema version 3 (one past the real latest, 2), to
+    exercise the upgrade machinery without the real step files.
 
     Its upgrade file follows the convention every real one must: take the migration lock,
     check the installed version, change things, revoke from PUBLIC, record the version.
     """
     real_read = schema_module._read
-    files = {"upgrade_v1_to_v2.sql": FAKE_UPGRADE, "downgrade_v2_to_v1.sql": FAKE_DOWNGRADE}
-    monkeypatch.setattr(schema_module, "LATEST_VERSION", 2)
+    files = {"upgrade_v2_to_v3.sql": FAKE_UPGRADE, "downgrade_v3_to_v2.sql": FAKE_DOWNGRADE}
+    monkeypatch.setattr(schema_module, "LATEST_VERSION", 3)
     monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))

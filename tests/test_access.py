@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from sqla_pgjobs import InvalidArgumentError
+from sqla_pgjobs import admin as admin_views
 from sqla_pgjobs.alembic.ops import GrantPgjobsAccessOp, RevokePgjobsAccessOp
 from sqla_pgjobs.functions import (
     JobSpec,
@@ -37,6 +39,7 @@ from sqla_pgjobs.functions import (
     get_scheduled_job,
     get_scheduled_jobs,
     grant_access,
+    heartbeat,
     permanently_fail_jobs,
     release_jobs,
     release_scheduled_jobs,
@@ -45,6 +48,7 @@ from sqla_pgjobs.functions import (
     revoke_access,
     run_scheduled_job,
 )
+from sqla_pgjobs.schema import LATEST_VERSION
 from tests.helpers import SCHEMA, catalog, run_ops, sql
 
 if TYPE_CHECKING:
@@ -90,6 +94,7 @@ OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
     "permanently_fail_jobs",
     "reschedule_jobs",
+    "alive_until",  # version 2: what the operator views call for "is this worker alive"
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,
@@ -560,6 +565,31 @@ def test_operator_role_does_what_a_worker_does_and_administers_any_job(
     assert rows[c].priority == 9
 
 
+@pytest.mark.parametrize("level", ["operator", "worker"])
+def test_the_operator_views_need_the_operator_level(
+    admin: Engine, make_role: Callable[..., Role], level: str
+) -> None:
+    """pgjobs status, jobs list and schedules read as an operator role; a worker role may
+    not read the tables."""
+    role = role_at(make_role, admin, level)
+    with admin.begin() as connection:
+        connection.execute(add_job("seen"))
+        connection.execute(heartbeat("worker-seen", timedelta(seconds=30)))
+        connection.execute(add_scheduled_job("tick"))
+    if level == "worker":
+        with pytest.raises(DBAPIError) as info, role.engine.connect() as connection:
+            admin_views.status(connection)
+        assert sqlstate(info.value) == "42501"
+        return
+    with role.engine.connect() as connection:
+        status = admin_views.status(connection)
+        listed = admin_views.list_jobs(connection)
+    assert status.totals["due"] == 1
+    assert [(w.worker_id, w.alive) for w in status.workers] == [("worker-seen", True)]
+    assert [s.task_identifier for s in status.schedules] == ["tick"]
+    assert [job.task_identifier for job in listed] == ["seen"]
+
+
 def test_operator_role_reads_every_table_but_cannot_write_or_change_the_schema(
     admin: Engine, make_role: Callable[..., Role]
 ) -> None:
@@ -580,8 +610,8 @@ def test_operator_role_reads_every_table_but_cannot_write_or_change_the_schema(
             sql("SELECT queue_name, job_count FROM app_jobs.job_queues")
         ).all() == [("q1", 1)]
         assert connection.execute(
-            sql("SELECT version FROM app_jobs.migrations")
-        ).scalars().all() == [1]
+            sql("SELECT version FROM app_jobs.migrations ORDER BY 1")
+        ).scalars().all() == list(range(1, LATEST_VERSION + 1))
     assert_refused(role, grant_access(role.name, "operator"))
     assert_all_refused(role, FORBIDDEN_FOR_ALL)
     assert [row.task_identifier for row in job_rows(admin)] == ["visible"]

@@ -239,7 +239,6 @@ def test_offline_sql_replays_to_the_online_schema(
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("fake_version_2")
 def test_reverse_ops_undo_each_other(empty_engine: Engine) -> None:
     create = CreatePgjobsSchemaOp(TENANT, 1)
     drop = create.reverse()
@@ -301,9 +300,9 @@ def test_reverse_ops_undo_each_other(empty_engine: Engine) -> None:
             "from_version=1, to_version=1",
         ),
         (
-            lambda op: op.upgrade_pgjobs_schema(2, from_version=1),
+            lambda op: op.upgrade_pgjobs_schema(3, from_version=2),
             SchemaVersionError,
-            "to_version 2 ",
+            "to_version 3 ",
         ),
         (
             lambda op: op.upgrade_pgjobs_schema(1, from_version=0),
@@ -382,15 +381,15 @@ def test_render_op_text(operation: MigrateOperation, expected: str) -> None:
     assert context.imports == {IMPORT_LINE}
 
 
-@pytest.mark.usefixtures("fake_version_2")
+@pytest.mark.usefixtures("fake_version_3")
 def test_render_upgrade_and_downgrade_op_text() -> None:
-    # Built inside the test: version 2 only exists while the fixture is active.
+    # Built inside the test: version 3 only exists while the fixture is active.
     cases: list[tuple[MigrateOperation, str]] = [
-        (CreatePgjobsSchemaOp(version=2), "op.create_pgjobs_schema(version=2)"),
-        (UpgradePgjobsSchemaOp(2, 1), "op.upgrade_pgjobs_schema(2, from_version=1)"),
+        (CreatePgjobsSchemaOp(version=3), "op.create_pgjobs_schema(version=3)"),
+        (UpgradePgjobsSchemaOp(3, 2), "op.upgrade_pgjobs_schema(3, from_version=2)"),
         (
-            DowngradePgjobsSchemaOp(1, 2, "other"),
-            "op.downgrade_pgjobs_schema(1, from_version=2, schema='other')",
+            DowngradePgjobsSchemaOp(2, 3, "other"),
+            "op.downgrade_pgjobs_schema(2, from_version=3, schema='other')",
         ),
     ]
     for operation, expected in cases:
@@ -399,7 +398,6 @@ def test_render_upgrade_and_downgrade_op_text() -> None:
         assert context.imports == {IMPORT_LINE}
 
 
-@pytest.mark.usefixtures("fake_version_2")
 def test_rendered_revision_code_runs(empty_engine: Engine) -> None:
     upgrade_ops = UpgradeOps(
         ops=[

@@ -29,7 +29,7 @@ from sqla_pgjobs import (
     get_job,
     heartbeat,
 )
-from sqla_pgjobs.schema import install, installed_version, migrate
+from sqla_pgjobs.schema import LATEST_VERSION, install, installed_version, migrate
 from tests.helpers import SCHEMA, catalog, libpq_url, run_ops, sql
 from tests.test_alembic import assert_same_catalog, psql
 from tests.test_cli import PGJOBS, pgjobs
@@ -164,7 +164,7 @@ def has_namespace(url: URL, schema: str) -> bool:
         engine.dispose()
 
 
-def alembic_install(url: URL, schema: str = SCHEMA, version: int = 1) -> None:
+def alembic_install(url: URL, schema: str = SCHEMA, version: int = LATEST_VERSION) -> None:
     engine = create_engine(url)
     try:
         run_ops(engine, lambda op: op.create_pgjobs_schema(schema=schema, version=version))
@@ -197,7 +197,7 @@ def test_sql_replayed_by_psql_equals_the_alembic_install_and_drop_removes_it(
     engine = create_engine(replayed)
     try:
         with engine.connect() as connection:
-            assert installed_version(connection, schema) == 1
+            assert installed_version(connection, schema) == LATEST_VERSION
     finally:
         engine.dispose()
 
@@ -232,18 +232,22 @@ def test_migrate_installs_then_says_already_current_and_refuses_an_unknown_targe
     empty_database_url: URL, empty_engine: Engine, new_database: Callable[..., URL]
 ) -> None:
     installed = cli(empty_database_url, "migrate")
-    assert ok(installed).strip() == f"Installed the job schema {SCHEMA!r} at version 1."
+    assert ok(installed).strip() == (
+        f"Installed the job schema {SCHEMA!r} at version {LATEST_VERSION}."
+    )
     reference = new_database()
     alembic_install(reference)
     first = schema_catalog(empty_database_url)
     assert_same_catalog(first, schema_catalog(reference))
     with empty_engine.connect() as connection:
-        assert installed_version(connection, SCHEMA) == 1
+        assert installed_version(connection, SCHEMA) == LATEST_VERSION
         recorded = connection.execute(sql("SELECT * FROM app_jobs.migrations")).all()
-    assert [row.version for row in recorded] == [1]
+    assert [row.version for row in recorded] == list(range(1, LATEST_VERSION + 1))
 
     again = cli(empty_database_url, "migrate")
-    assert ok(again).strip() == f"The job schema {SCHEMA!r} is already at version 1."
+    assert ok(again).strip() == (
+        f"The job schema {SCHEMA!r} is already at version {LATEST_VERSION}."
+    )
     assert schema_catalog(empty_database_url) == first
     with empty_engine.connect() as connection:
         assert connection.execute(sql("SELECT * FROM app_jobs.migrations")).all() == recorded
@@ -260,34 +264,35 @@ def test_migrate_installs_then_says_already_current_and_refuses_an_unknown_targe
     assert not has_namespace(empty, SCHEMA)
 
 
-@pytest.mark.usefixtures("fake_version_2")
+@pytest.mark.usefixtures("fake_version_3")
 def test_migrate_upgrades_an_installed_schema_to_the_state_a_fresh_install_has(
     empty_engine: Engine, new_database: Callable[..., URL]
 ) -> None:
     with empty_engine.begin() as connection:
         install(connection, SCHEMA, 1)
     with empty_engine.begin() as connection:
-        assert migrate(connection, SCHEMA, to_version=2) == (1, 2)
+        # Two steps: the real 1 -> 2, then the fixture's 2 -> 3.
+        assert migrate(connection, SCHEMA, to_version=3) == (1, 3)
     with empty_engine.connect() as connection:
-        assert installed_version(connection, SCHEMA) == 2
+        assert installed_version(connection, SCHEMA) == 3
         versions = connection.execute(sql("SELECT version FROM app_jobs.migrations ORDER BY 1"))
-        assert versions.scalars().all() == [1, 2]
+        assert versions.scalars().all() == [1, 2, 3]
         upgraded = catalog(connection, SCHEMA)
 
     fresh_url = new_database()
     fresh = create_engine(fresh_url)
     try:
         with fresh.begin() as connection:
-            install(connection, SCHEMA, version=2)
+            install(connection, SCHEMA, version=3)
         with fresh.connect() as connection:
             assert_same_catalog(upgraded, catalog(connection, SCHEMA))
     finally:
         fresh.dispose()
 
     with empty_engine.begin() as connection:
-        assert migrate(connection, SCHEMA, to_version=2) == (2, 2)
-        with pytest.raises(SchemaVersionError, match="at version 2, newer than 1"):
-            migrate(connection, SCHEMA, to_version=1)
+        assert migrate(connection, SCHEMA, to_version=3) == (3, 3)
+        with pytest.raises(SchemaVersionError, match="at version 3, newer than 2"):
+            migrate(connection, SCHEMA, to_version=2)
 
 
 # --------------------------------------------------------------------------------------
@@ -711,5 +716,9 @@ def test_migrate_twice_under_a_schema_name_with_a_colon_says_already_current(
 ) -> None:
     schema = "Jobs (:v1)"
     args = ("migrate", "--database-url", libpq_url(empty_database_url), "--schema", schema)
-    assert ok(pgjobs(*args)).strip() == f"Installed the job schema {schema!r} at version 1."
-    assert ok(pgjobs(*args)).strip() == f"The job schema {schema!r} is already at version 1."
+    assert ok(pgjobs(*args)).strip() == (
+        f"Installed the job schema {schema!r} at version {LATEST_VERSION}."
+    )
+    assert ok(pgjobs(*args)).strip() == (
+        f"The job schema {schema!r} is already at version {LATEST_VERSION}."
+    )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 INTERNAL = {
     "add_job_from_trigger",
     "alive_until",
+    "assert_interval",
     "assert_positive",
     "assert_row_json_trusted",
     "assert_worker_id",

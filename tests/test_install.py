@@ -109,11 +109,13 @@ def test_security_definer_functions_pin_search_path(engine: Engine) -> None:
 
 
 def test_function_bodies_reach_the_database_exactly_as_written(engine: Engine) -> None:
-    """Pins the escaping of the one DDL execution path: %, :=, ::, quotes and colons."""
+    """Pins the escaping of the one DDL execution path: %, :=, ::, quotes and colons. (A
+    function an upgrade step replaces is checked in its latest form.)"""
     bodies = {}
-    for statement in install_statements(SCHEMA):
+    for statement in install_statements(SCHEMA, LATEST_VERSION):
         match = re.search(
-            rf"^CREATE FUNCTION {re.escape(quote_schema(SCHEMA))}\.(\w+)\(.*\bAS \$\$(.*)\$\$$",
+            rf"^CREATE (?:OR REPLACE )?FUNCTION {re.escape(quote_schema(SCHEMA))}\.(\w+)\("
+            r".*\bAS \$\$(.*)\$\$$",
             statement,
             re.S | re.M,
         )
@@ -138,7 +140,9 @@ def test_function_bodies_reach_the_database_exactly_as_written(engine: Engine) -
 
 def test_installing_twice_is_refused_with_a_clear_message(engine: Engine) -> None:
     with (
-        pytest.raises(DBAPIError, match=r"the job schema is already installed \(version 1\)"),
+        pytest.raises(
+            DBAPIError, match=rf"the job schema is already installed \(version {LATEST_VERSION}\)"
+        ),
         engine.begin() as connection,
     ):
         install(connection, SCHEMA)
@@ -149,8 +153,8 @@ def test_schema_under_an_awkward_name_matches_the_default(empty_database_url: UR
     engine = create_engine(empty_database_url)
     try:
         with engine.begin() as connection:
-            install(connection, "app_jobs")
-            install(connection, awkward)
+            install(connection, "app_jobs", LATEST_VERSION)
+            install(connection, awkward, LATEST_VERSION)
         with engine.begin() as connection:
             assert catalog(connection, awkward) == catalog(connection, "app_jobs")
             job = connection.execute(
@@ -224,7 +228,8 @@ def test_drop_refuses_while_user_triggers_depend_on_it(engine: Engine) -> None:
 def test_latest_schema_equals_v1_plus_every_real_upgrade_step(
     new_database: Callable[..., URL],
 ) -> None:
-    """The CI check of the shipped files: trivially true while version 1 is the latest."""
+    """The CI check of the shipped files: a fresh install at the latest version and version
+    1 upgraded one real step at a time have the same catalog."""
     direct = create_engine(new_database())
     stepwise = create_engine(new_database())
     try:
@@ -247,23 +252,24 @@ def test_latest_schema_equals_v1_plus_every_real_upgrade_step(
         stepwise.dispose()
 
 
-@pytest.mark.usefixtures("fake_version_2")
+@pytest.mark.usefixtures("fake_version_3")
 def test_latest_directly_equals_v1_plus_every_upgrade(new_database: Callable[..., URL]) -> None:
     direct = create_engine(new_database())
     stepwise = create_engine(new_database())
     try:
-        run_ops(direct, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=2))
+        run_ops(direct, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=3))
         run_ops(stepwise, lambda op: op.create_pgjobs_schema(schema=SCHEMA))
         with stepwise.connect() as connection:
             before = catalog(connection)
-        run_ops(stepwise, lambda op: op.upgrade_pgjobs_schema(2, from_version=1, schema=SCHEMA))
+        # Two steps in one op: the real 1 -> 2, then the fixture's 2 -> 3.
+        run_ops(stepwise, lambda op: op.upgrade_pgjobs_schema(3, from_version=1, schema=SCHEMA))
         with direct.connect() as a, stepwise.connect() as b:
             assert catalog(a) == catalog(b)
             assert "hello" in {row[0] for row in catalog(b)["functions"]}
-        # Upgrading again from 1 is refused by the SQL's own version check.
-        with pytest.raises(DBAPIError, match="not at version 1"):
-            run_ops(stepwise, lambda op: op.upgrade_pgjobs_schema(2, from_version=1, schema=SCHEMA))
-        run_ops(stepwise, lambda op: op.downgrade_pgjobs_schema(1, from_version=2, schema=SCHEMA))
+        # Upgrading again from 2 is refused by the SQL's own version check.
+        with pytest.raises(DBAPIError, match="not at version 2"):
+            run_ops(stepwise, lambda op: op.upgrade_pgjobs_schema(3, from_version=2, schema=SCHEMA))
+        run_ops(stepwise, lambda op: op.downgrade_pgjobs_schema(1, from_version=3, schema=SCHEMA))
         with stepwise.connect() as connection:
             assert catalog(connection) == before
     finally:

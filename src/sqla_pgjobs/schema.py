@@ -65,8 +65,9 @@ DEFAULT_SCHEMA = "app_jobs"
 #:    ``grant_access`` only reached the objects that existed when it ran;
 #: 5. inserts (or, going down, deletes) its version in ``app_jobs.migrations``.
 #:
-#: The test suite's ``fake_version_2`` fixture is a worked example.
-LATEST_VERSION = 1
+#: ``upgrade_v1_to_v2.sql`` is the first real step; the test suite's ``fake_version_3``
+#: fixture is a minimal worked example.
+LATEST_VERSION = 2
 
 _TOKEN = re.compile(r"\bapp_jobs\b")
 # What sqlalchemy.text() would take for a bind parameter (its own pattern, see
