@@ -41,12 +41,12 @@ class Results:
         return len(self._completed) + len(self._failed)
 
     def completed(self, job_id: int, now: float) -> None:
-        if not self:
+        if not self._completed and not self._failed:
             self.since = now
         self._completed.append(job_id)
 
     def failed(self, job_id: int, error: str, now: float) -> None:
-        if not self:
+        if not self._completed and not self._failed:
             self.since = now
         self._failed.append((job_id, error))
 

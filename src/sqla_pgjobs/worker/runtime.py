@@ -391,7 +391,9 @@ class _Run:
         else:
             self.results.failed(job.id, error_text(error), now)
         self.start_prefetched()
-        if self.policy.cycle_due(self.load(now)):
+        # Once the loop is woken it decides afresh: skip the decision (a Load per job was 8%
+        # of a no-op job's worker CPU) until it has run.
+        if not self.wake.is_set() and self.policy.cycle_due(self.load(now)):
             self.wake.set()
 
     # --- Heartbeats, notifications, connection loss ---------------------------------------------
