@@ -89,19 +89,25 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "renew_scheduled_jobs",
     "release_scheduled_jobs",
     "run_scheduled_job",
+    "prune_job_history",  # version 2: workers prune the job history
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
     "permanently_fail_jobs",
     "reschedule_jobs",
     "alive_until",  # version 2: what the operator views call for "is this worker alive"
+    "set_history_retention",  # version 2
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,
     "worker": WORKER_FUNCTIONS,
     "operator": OPERATOR_FUNCTIONS,
 }
-TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"}
+TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"} | {
+    "job_history",  # version 2
+    "history_retention",
+    "job_first_starts",
+}
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.
 CALLS: dict[str, tuple[str, Callable[[], Executable]]] = {

@@ -49,12 +49,14 @@ from sqla_pgjobs.functions import (
     heartbeat,
     next_run_at,
     permanently_fail_jobs,
+    prune_job_history,
     recover_jobs,
     release_jobs,
     release_scheduled_jobs,
     renew_scheduled_jobs,
     reschedule_jobs,
     run_scheduled_job,
+    set_history_retention,
 )
 from sqla_pgjobs.schema import as_text
 from sqla_pgjobs.triggers import Fields, JobTrigger, Row, RowId, create_trigger_sql
@@ -544,6 +546,13 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     run("run_scheduled_job", run_scheduled_job(schedule.id))  # gone: the NULL row
     run("release_scheduled_jobs", release_scheduled_jobs(WORKER, [tick]))
     run("release_scheduled_jobs", release_scheduled_jobs(WORKER))
+
+    # The job history (version 2): a retention rule, and a prune that deletes rows the
+    # calls above recorded.
+    rule = set_history_retention("completed", timedelta(0), task_identifier="quiet")
+    assert [row.keep for row in run("set_history_retention", rule)] == [timedelta(0)]
+    [(pruned,)] = run("prune_job_history", prune_job_history(older_than=timedelta(microseconds=1)))
+    assert pruned > 0
 
     # The trigger functions, on the hijacker's own table.
     with hijacking.begin() as connection:

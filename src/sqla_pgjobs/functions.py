@@ -49,7 +49,7 @@ from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError, translate
 from sqla_pgjobs.schedules import parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
-from sqla_pgjobs.tables import jobs, scheduled_jobs
+from sqla_pgjobs.tables import history_retention, jobs, scheduled_jobs
 from sqla_pgjobs.validation import ACCESS_LEVELS
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ __all__ = [
     "heartbeat",
     "next_run_at",
     "permanently_fail_jobs",
+    "prune_job_history",
     "recover_jobs",
     "release_jobs",
     "release_scheduled_jobs",
@@ -93,6 +94,7 @@ __all__ = [
     "reschedule_jobs",
     "revoke_access",
     "run_scheduled_job",
+    "set_history_retention",
 ]
 
 
@@ -329,6 +331,20 @@ _RUN_SCHEDULED_JOB = _rows(
     bindparam("job_expiry", type_=Interval),
     bindparam("fire_time", type_=_TIMESTAMP),
     nullable=True,
+)
+_SET_HISTORY_RETENTION = _rows(
+    "set_history_retention",
+    history_retention,
+    bindparam("outcome", type_=Text),
+    bindparam("keep", type_=Interval),
+    bindparam("task_identifier", type_=Text),
+    bindparam("queue_name", type_=Text),
+    nullable=False,
+)
+_PRUNE_JOB_HISTORY = _call(
+    "prune_job_history",
+    bindparam("max_rows", type_=Integer),
+    bindparam("older_than", type_=Interval),
 )
 _GRANT_ACCESS = _call(
     "grant_access", bindparam("role_name", type_=Text), bindparam("access", type_=Text)
@@ -870,6 +886,48 @@ def run_scheduled_job(
         scheduled_job_id=check.check_id("scheduled_job_id", scheduled_job_id),
         job_expiry=check.check_interval("job_expiry", job_expiry),
         fire_time=check.check_aware("fire_time", fire_time),
+    )
+
+
+# --- History (schema version 2) -------------------------------------------------------------
+
+
+def set_history_retention(
+    outcome: str,
+    keep: timedelta | None,
+    *,
+    task_identifier: str | None = None,
+    queue_name: str | None = None,
+) -> JobStatement:
+    """Keep history rows of ``outcome`` (completed, failed, cancelled, discarded) for
+    ``keep``: for every task and queue, or only ``task_identifier``, ``queue_name`` or both
+    (the most specific rule wins). ``keep`` zero records nothing; None keeps rows forever.
+    Applies to jobs that finish from now on. One row: the rule as stored.
+
+    Renders ``SELECT ... FROM app_jobs.set_history_retention(:outcome, :keep,
+    :task_identifier, :queue_name)``.
+    """
+    return _SET_HISTORY_RETENTION.params(
+        outcome=check.check_outcome("outcome", outcome),
+        keep=check.check_retention("keep", keep),
+        task_identifier=check.check_name("task_identifier", task_identifier, optional=True),
+        queue_name=check.check_name("queue_name", queue_name, optional=True),
+    )
+
+
+def prune_job_history(
+    *, max_rows: int | None = None, older_than: timedelta | None = None
+) -> JobStatement:
+    """One batch of pruning: delete up to ``max_rows`` (default 10,000) history rows past
+    their expiry, or with ``older_than``, rows that finished longer ago than that. One
+    value: how many were deleted; call again (in a new transaction) while it equals
+    ``max_rows``. :func:`sqla_pgjobs.history.prune` does that for you.
+
+    Renders ``SELECT app_jobs.prune_job_history(:max_rows, :older_than)``.
+    """
+    return _PRUNE_JOB_HISTORY.params(
+        max_rows=check.check_positive("max_rows", max_rows),
+        older_than=check.check_interval("older_than", older_than),
     )
 
 
