@@ -95,5 +95,7 @@ def prune(
 
 def _check_batch(batch: object) -> int:
     if isinstance(batch, bool) or not isinstance(batch, int) or not MIN_BATCH <= batch <= 1_000_000:
-        raise InvalidArgumentError("batch", batch, f"it must be an integer from {MIN_BATCH} to 1000000")
+        raise InvalidArgumentError(
+            "batch", batch, f"it must be an integer from {MIN_BATCH} to 1000000"
+        )
     return batch

@@ -126,7 +126,7 @@ job_history = Table(
     Column("outcome", Text, nullable=False),
     Column("last_error", Text),
     Column("worker_id", Text),
-    _timestamp("expires_at", nullable=False),
+    _timestamp("expires_at"),
 )
 
 #: How long history rows are kept, by outcome, task and queue (schema version 2).

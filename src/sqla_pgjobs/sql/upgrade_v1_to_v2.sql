@@ -116,8 +116,8 @@ CREATE TABLE app_jobs.job_history (
   last_error text,
   -- The worker that held the job when it finished (NULL when none did).
   worker_id text,
-  -- When prune_job_history may delete the row ('infinity': never).
-  expires_at timestamptz NOT NULL,
+  -- When prune_job_history may delete the row (NULL: never).
+  expires_at timestamptz,
   CONSTRAINT job_history_pkey PRIMARY KEY (id),
   CONSTRAINT job_history_outcome_check
     CHECK (outcome IN ('completed', 'failed', 'cancelled', 'discarded'))
@@ -127,7 +127,7 @@ CREATE TABLE app_jobs.job_history (
 CREATE INDEX job_history_job_id_idx ON app_jobs.job_history (job_id);
 -- prune_job_history reads the oldest expired rows off this index, in batches.
 CREATE INDEX job_history_expires_at_idx ON app_jobs.job_history (expires_at)
-  WHERE expires_at < 'infinity';
+  WHERE expires_at IS NOT NULL;
 
 -- How long history rows are kept, by outcome, for every task and queue (task_identifier
 -- and queue_name NULL) or for one task, one queue, or one task in one queue. The most
@@ -194,7 +194,7 @@ AS $$
   SELECT f.id, f.database_id, f.task_identifier, f.queue_name, f.payload, f.key, f.priority,
          f.attempts, f.max_attempts, f.created_at, f.run_at,
          coalesce(s.started_at, f.locked_at), f.locked_at, now(), record_history.outcome,
-         f.last_error, f.locked_by, coalesce(now() + r.keep, 'infinity')
+         f.last_error, f.locked_by, now() + r.keep
     FROM unnest(record_history.finished) f
     LEFT JOIN starts s ON s.job_id = f.id
     LEFT JOIN LATERAL (
