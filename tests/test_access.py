@@ -97,6 +97,7 @@ OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "reschedule_jobs",
     "alive_until",  # version 2: what the operator views call for "is this worker alive"
     "set_history_retention",  # version 2
+    "discard_jobs",  # version 2
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,

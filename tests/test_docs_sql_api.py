@@ -31,6 +31,7 @@ INTERNAL = {
     "json_build_object_apply",
     "lock_is_held",
     "record_history",
+    "remove_jobs",
     "tg_add_job",  # documented in docs/triggers.md: what declared triggers execute
     "tg_decrease_job_queue_count",
     "tg_increase_job_queue_count",

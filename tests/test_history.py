@@ -19,6 +19,7 @@ from sqla_pgjobs.functions import (
     add_job,
     complete_job,
     complete_jobs,
+    discard_jobs,
     fail_job,
     get_jobs,
     permanently_fail_jobs,
@@ -207,6 +208,16 @@ def test_complete_jobs_by_an_operator_records_completed(jobs_engine: Engine) -> 
         assert [row.id for row in connection.execute(complete_jobs([job_id]))] == [job_id]
         [row] = history(connection)
     assert (row.job_id, row.outcome, row.attempts, row.started_at) == (job_id, "completed", 0, None)
+
+
+def test_discarding_a_job_records_it_discarded(jobs_engine: Engine) -> None:
+    with jobs_engine.begin() as connection:
+        job_id = connection.execute(add_job("a", {"n": 1})).one().id
+        assert [row.id for row in connection.execute(discard_jobs([job_id]))] == [job_id]
+        [row] = history(connection)
+        assert connection.execute(select(func.count()).select_from(jobs)).scalar_one() == 0
+    assert (row.job_id, row.outcome, row.payload) == (job_id, "discarded", {"n": 1})
+    assert row.expires_at == row.finished_at + timedelta(days=7)
 
 
 def test_a_holder_that_dies_on_the_last_attempt_leaves_a_failed_row(jobs_engine: Engine) -> None:

@@ -40,6 +40,7 @@ from sqla_pgjobs.functions import (
     complete_job,
     complete_job_batch,
     complete_jobs,
+    discard_jobs,
     fail_job,
     fail_job_batch,
     get_job,
@@ -530,6 +531,8 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     run("reschedule_jobs", reschedule_jobs(left[:1], priority=5, run_at=datetime.now(UTC)))
     run("permanently_fail_jobs", permanently_fail_jobs(left[1:2], "no"))
     run("complete_jobs", complete_jobs(left[2:3]))
+    (spare,) = run("add_job", add_job("spare"))
+    assert [row.id for row in run("discard_jobs", discard_jobs([spare.id]))] == [spare.id]
 
     (schedule,) = run("add_scheduled_job", add_scheduled_job("tick", {"n": 1}, job_key="s1"))
     run("add_scheduled_job", add_scheduled_job("tock", None, "0 3 * * *"))

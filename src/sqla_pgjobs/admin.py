@@ -344,8 +344,8 @@ def reschedule(
 
 
 def delete(connection: Connection, job_ids: Sequence[int], *, force: bool = False) -> ActionResult:
-    """Delete jobs without running them."""
-    return _acted(connection, fn.complete_jobs(job_ids, force=force), job_ids)
+    """Delete jobs without running them (recorded in the history as discarded)."""
+    return _acted(connection, fn.discard_jobs(job_ids, force=force), job_ids)
 
 
 def _acted(

@@ -76,6 +76,7 @@ __all__ = [
     "complete_job",
     "complete_job_batch",
     "complete_jobs",
+    "discard_jobs",
     "fail_job",
     "fail_job_batch",
     "get_job",
@@ -278,6 +279,14 @@ _PERMANENTLY_FAIL_JOBS = _rows(
     jobs,
     bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("error_message", type_=Text),
+    bindparam("job_expiry", type_=Interval),
+    bindparam("force", type_=Boolean),
+    nullable=False,
+)
+_DISCARD_JOBS = _rows(
+    "discard_jobs",
+    jobs,
+    bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("job_expiry", type_=Interval),
     bindparam("force", type_=Boolean),
     nullable=False,
@@ -743,6 +752,22 @@ def complete_jobs(
     Renders ``SELECT ... FROM app_jobs.complete_jobs(:job_ids, :job_expiry, :force)``.
     """
     return _COMPLETE_JOBS.params(
+        job_ids=check.check_ids("job_ids", job_ids),
+        job_expiry=check.check_interval("job_expiry", job_expiry),
+        force=_force(force),
+    )
+
+
+def discard_jobs(
+    job_ids: Iterable[int], *, job_expiry: timedelta | None = None, force: bool = False
+) -> JobStatement:
+    """Delete the listed jobs without running them, as :func:`complete_jobs` does, and
+    record them in the job history as discarded (schema version 2). One row per deleted
+    job.
+
+    Renders ``SELECT ... FROM app_jobs.discard_jobs(:job_ids, :job_expiry, :force)``.
+    """
+    return _DISCARD_JOBS.params(
         job_ids=check.check_ids("job_ids", job_ids),
         job_expiry=check.check_interval("job_expiry", job_expiry),
         force=_force(force),

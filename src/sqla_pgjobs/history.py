@@ -1,4 +1,4 @@
-"""The job history (schema version 2): pruning it in bounded batches.
+"""The job history (schema version 2): views of it, and pruning it in bounded batches.
 
 Every finished job gets a row in ``app_jobs.job_history`` (:data:`sqla_pgjobs.tables.
 job_history`), written by the SQL function that finishes it, with an expiry from the
@@ -11,21 +11,130 @@ table of any size is pruned without a long transaction: each batch deletes at mo
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import and_, cast, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import OperationalError
 
 from sqla_pgjobs import functions as fn
+from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.tables import job_history
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["DEFAULT_BATCH", "MIN_BATCH", "PruneResult", "prune"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "MIN_BATCH",
+    "HistoryView",
+    "PruneResult",
+    "history_of",
+    "list_history",
+    "prune",
+]
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One finished run of a job: its row of ``app_jobs.job_history``, and how long its
+    last attempt took (None when it never ran)."""
+
+    id: int
+    job_id: int
+    database_id: uuid.UUID | None
+    task_identifier: str
+    queue_name: str | None
+    payload: Any
+    key: str | None
+    priority: int
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    run_at: datetime
+    first_started_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime
+    outcome: str
+    last_error: str | None
+    worker_id: str | None
+    expires_at: datetime | None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return None if self.started_at is None else self.finished_at - self.started_at
+
+
+def list_history(
+    connection: Connection,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    tenant: uuid.UUID | str | None = None,
+    outcome: str | None = None,
+    key: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    payload: Any = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[HistoryView]:
+    """Finished runs matching every filter given, newest first: ``since``/``until`` bound
+    the finishing time, ``payload`` keeps runs whose payload contains it (JSON
+    containment: ``{"order_id": 42}`` matches ``{"order_id": 42, "lines": [...]}``), and
+    ``before`` continues a listing after its last id (keyset pagination)."""
+    conditions: list[ColumnElement[bool]] = []
+    if task is not None:
+        conditions.append(job_history.c.task_identifier == check.check_name("task", task))
+    if queue is not None:
+        conditions.append(job_history.c.queue_name == check.check_name("queue", queue))
+    if tenant is not None:
+        conditions.append(job_history.c.database_id == check.check_tenant("tenant", tenant))
+    if outcome is not None:
+        conditions.append(job_history.c.outcome == check.check_outcome("outcome", outcome))
+    if key is not None:
+        conditions.append(job_history.c.key == check.check_key("key", key))
+    if since is not None:
+        conditions.append(job_history.c.finished_at >= check.check_aware("since", since))
+    if until is not None:
+        conditions.append(job_history.c.finished_at < check.check_aware("until", until))
+    if payload is not None:
+        contained = json.loads(check.json_text("payload", payload) or "null")
+        conditions.append(cast(job_history.c.payload, JSONB).contains(contained))
+    if before is not None:
+        conditions.append(job_history.c.id < check.check_id("before", before))
+    size = check.check_positive("limit", limit, optional=False)
+    rows = connection.execute(
+        select(job_history)
+        .where(and_(True, *conditions))
+        .order_by(job_history.c.id.desc())
+        .limit(size)
+    ).mappings()
+    return [HistoryView(**row) for row in rows]
+
+
+def history_of(connection: Connection, job_id: int) -> list[HistoryView]:
+    """Every recorded finish of one job, oldest first (a job retried by hand after it
+    failed for good has one per finish)."""
+    rows = connection.execute(
+        select(job_history)
+        .where(job_history.c.job_id == check.check_id("job_id", job_id))
+        .order_by(job_history.c.id)
+    ).mappings()
+    return [HistoryView(**row) for row in rows]
+
+
+# --- Pruning ----------------------------------------------------------------------------------
 
 #: Rows a batch deletes at most, by default.
 DEFAULT_BATCH = 10_000

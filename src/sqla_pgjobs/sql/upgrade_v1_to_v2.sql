@@ -813,27 +813,28 @@ $$;
 -- first, whatever the jobs.
 --------------------------------------------------------------------------------------------
 
--- C9: the expiry is a parameter (the reference hard-coded 4 hours) and queues are freed.
--- Version 2: the jobs are recorded in job_history (completed), with the worker that held
--- them, if any (a stale or forced lock).
-CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(
+-- Remove the listed jobs that no live worker holds (all of them with force), free their
+-- queues, and record them in job_history with outcome: what complete_jobs and
+-- discard_jobs do (version 2). Returns the removed jobs.
+CREATE FUNCTION app_jobs.remove_jobs(
+  outcome text,
   job_ids bigint[],
-  job_expiry interval DEFAULT interval '4 hours',
-  force boolean DEFAULT false
+  job_expiry interval,
+  force boolean
 ) RETURNS SETOF app_jobs.jobs
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-  v_expiry interval := coalesce(complete_jobs.job_expiry, interval '4 hours');
+  v_expiry interval := coalesce(remove_jobs.job_expiry, interval '4 hours');
   v_done app_jobs.jobs[];
 BEGIN
   PERFORM app_jobs.assert_interval('job_expiry', v_expiry);
   WITH done AS (
     DELETE FROM app_jobs.jobs j
-     WHERE j.id = ANY (complete_jobs.job_ids)
-       AND (complete_jobs.force IS TRUE
+     WHERE j.id = ANY (remove_jobs.job_ids)
+       AND (remove_jobs.force IS TRUE
             OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by, now() - v_expiry))
     RETURNING j.*
   ), freed AS (
@@ -844,10 +845,41 @@ BEGIN
   )
   SELECT array_agg(d) INTO v_done FROM done d;
   IF v_done IS NOT NULL THEN
-    PERFORM app_jobs.record_history('completed', v_done);
+    PERFORM app_jobs.record_history(remove_jobs.outcome, v_done);
   END IF;
   RETURN QUERY SELECT * FROM unnest(v_done);
 END
+$$;
+
+-- C9: the expiry is a parameter (the reference hard-coded 4 hours) and queues are freed.
+-- Version 2: the jobs are recorded in job_history (completed), with the worker that held
+-- them, if any (a stale or forced lock).
+CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(
+  job_ids bigint[],
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+  SELECT * FROM app_jobs.remove_jobs('completed', complete_jobs.job_ids,
+                                     complete_jobs.job_expiry, complete_jobs.force);
+$$;
+
+-- Version 2: delete the listed jobs without running them, as complete_jobs does, but
+-- record them as discarded (pgjobs jobs delete).
+CREATE FUNCTION app_jobs.discard_jobs(
+  job_ids bigint[],
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+  SELECT * FROM app_jobs.remove_jobs('discarded', discard_jobs.job_ids,
+                                     discard_jobs.job_expiry, discard_jobs.force);
 $$;
 
 -- C9: the stale lock is cleared too, so a later release_jobs cannot revive the job.
@@ -1125,15 +1157,18 @@ $$;
 REVOKE ALL ON FUNCTION app_jobs.assert_interval(text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.record_history(text, app_jobs.jobs[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.set_history_retention(text, interval, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.prune_job_history(integer, interval) FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts
   FROM PUBLIC;
 
--- The operator level gains alive_until (fix 6) and set_history_retention, and reads the
--- new tables; the worker level gains prune_job_history (fix 7; workers prune). grant_access
--- lists them from now on, and the roles that already hold a level get them now: those that
--- can execute complete_job_batch hold the worker level, complete_jobs the operator level.
+-- The operator level gains alive_until (fix 6), set_history_retention and discard_jobs,
+-- and reads the new tables; the worker level gains prune_job_history (fix 7: workers
+-- prune). grant_access lists them from now on, and the roles that already hold a level get
+-- them now: those that can execute complete_job_batch hold the worker level, complete_jobs
+-- the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1160,7 +1195,7 @@ BEGIN
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('prune_job_history', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
-      ('alive_until', 3), ('set_history_retention', 3)
+      ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3)
     ) AS f(name, rank) ON f.name = p.proname
    WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
@@ -1187,6 +1222,7 @@ BEGIN
       FROM (VALUES ('complete_job_batch', 'EXECUTE ON FUNCTION', 'prune_job_history'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'alive_until'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'set_history_retention'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'discard_jobs'),
                    ('complete_jobs', 'SELECT ON TABLE', 'job_history'),
                    ('complete_jobs', 'SELECT ON TABLE', 'history_retention'),
                    ('complete_jobs', 'SELECT ON TABLE', 'job_first_starts')
