@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.tables import job_history
 
 if TYPE_CHECKING:
+    import uuid
+
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.sql.elements import ColumnElement
 
