@@ -4,6 +4,7 @@ retention rules, and pruning in bounded batches (SQL functions, wrappers, a real
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -28,6 +29,7 @@ from sqla_pgjobs.functions import (
     set_history_retention,
 )
 from sqla_pgjobs.history import MIN_BATCH, prune
+from sqla_pgjobs.schema import install
 from sqla_pgjobs.tables import history_retention, job_history, jobs
 from tests.helpers import SCHEMA, libpq_url, raw, sql
 
@@ -522,3 +524,114 @@ def test_every_job_a_worker_drains_ends_in_history_or_stays_visibly_failed(
     assert "Traceback (most recent call last)" in failed.last_error
     assert "ValueError: job" in failed.last_error
     assert {row.worker_id for row in rows} == {worker.worker_id}
+
+
+# --- One pruner at a time: the maintenance lease and the worker's pruning ---------------------
+
+
+def claim(connection: Connection, worker: str, every: str = "1 hour") -> bool:
+    return bool(
+        connection.execute(
+            sql(f"SELECT app_jobs.claim_maintenance('prune_job_history', :w, interval '{every}')"),
+            {"w": worker},
+        ).scalar_one()
+    )
+
+
+def test_one_claimer_per_interval_gets_the_prune_lease(jobs_engine: Engine) -> None:
+    with jobs_engine.begin() as connection:
+        assert claim(connection, "worker-a") is True
+        assert claim(connection, "worker-b") is False
+        by = connection.execute(sql("SELECT last_run_by FROM app_jobs.maintenance")).scalar_one()
+    assert by == "worker-a"
+    # Concurrent claims once the interval is over: exactly one wins.
+    with jobs_engine.begin() as connection:
+        connection.execute(sql("UPDATE app_jobs.maintenance SET last_run_at = 'epoch'"))
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def race(name: str) -> None:
+        with jobs_engine.begin() as connection:
+            barrier.wait()
+            results.append(claim(connection, name))
+
+    threads = [threading.Thread(target=race, args=(f"racer-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(results) == [False, False, False, True]
+
+
+def test_claiming_an_unknown_task_or_a_bad_interval_is_refused(jobs_engine: Engine) -> None:
+    with psycopg.connect(libpq_url(jobs_engine.url), autocommit=True) as db:
+        for call, argument in [
+            ("'vacuum', 'worker-a', interval '1 hour'", "name"),
+            ("'prune_job_history', 'worker-a', interval '0'", "every"),
+        ]:
+            with pytest.raises(psycopg.Error) as info:
+                db.execute(raw(f"SELECT app_jobs.claim_maintenance({call})"))
+            assert (info.value.sqlstate, info.value.diag.column_name) == ("22023", argument)
+        last = db.execute(raw("SELECT last_run_by FROM app_jobs.maintenance")).fetchone()
+    assert last == (None,)
+
+
+def test_running_workers_prune_expired_history_one_at_a_time(jobs_engine: Engine) -> None:
+    with jobs_engine.begin() as connection:
+        fill_history(connection, 2500, expired=True)
+        fill_history(connection, 5, expired=False)
+    workers = [
+        Worker(
+            jobs_engine, TaskRegistry(), schema=SCHEMA, prune_interval=0.3, worker_id=f"pruner-{n}"
+        )
+        for n in range(2)
+    ]
+    threads = [
+        threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}) for w in workers
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with jobs_engine.begin() as connection:
+                if count_history(connection) == 5:
+                    break
+            time.sleep(0.05)
+    finally:
+        for w in workers:
+            w.stop()
+        for thread in threads:
+            thread.join(30)
+    with jobs_engine.begin() as connection:
+        assert count_history(connection) == 5
+        by = connection.execute(sql("SELECT last_run_by FROM app_jobs.maintenance")).scalar_one()
+    assert by in {"pruner-0", "pruner-1"}
+
+
+def test_a_worker_on_a_version_1_schema_runs_jobs_and_leaves_pruning_off(
+    empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mid-way through a rolling upgrade the schema may still be at version 1."""
+    with empty_engine.begin() as connection:
+        install(connection, SCHEMA, version=1)
+    v1 = on_schema(empty_engine, SCHEMA)
+    done = threading.Event()
+    tasks = TaskRegistry()
+    tasks.add("ping", lambda payload: done.set())
+    worker = Worker(v1, tasks, schema=SCHEMA, prune_interval=0.1)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+    with caplog.at_level(logging.INFO, logger="sqla_pgjobs.worker"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while "no history to prune" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with v1.begin() as connection:
+                connection.execute(add_job("ping"))
+            assert done.wait(20)
+        finally:
+            worker.stop()
+            thread.join(30)
+    assert "no history to prune (version 1)" in caplog.text
+    assert worker.stats.processed == 1

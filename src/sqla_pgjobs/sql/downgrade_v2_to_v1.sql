@@ -660,12 +660,14 @@ $$;
 -- loses the history, and nothing else.
 DROP FUNCTION app_jobs.assert_interval(text, interval);
 DROP FUNCTION app_jobs.prune_job_history(integer, interval);
+DROP FUNCTION app_jobs.claim_maintenance(text, text, interval);
 DROP FUNCTION app_jobs.set_history_retention(text, interval, text, text);
 DROP FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean);
 DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
 DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
 DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text);
-DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts;
+DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
+  app_jobs.maintenance;
 
 -- alive_until leaves the operator level: version 1's list, and the grants taken back (those
 -- of the functions and tables dropped above went with them).

@@ -248,6 +248,45 @@ BEGIN
 END
 $$;
 
+-- Periodic upkeep that one process at a time should do (pruning the history): when each
+-- task last ran, and by whom. claim_maintenance hands it out.
+CREATE TABLE app_jobs.maintenance (
+  name text NOT NULL,
+  last_run_at timestamptz NOT NULL,
+  last_run_by text,
+  CONSTRAINT maintenance_pkey PRIMARY KEY (name)
+);
+
+INSERT INTO app_jobs.maintenance (name, last_run_at) VALUES ('prune_job_history', 'epoch');
+
+-- True for exactly one caller per interval `every`: the one that finds the task's last
+-- run at least that long ago records itself as running it now (the row lock makes a
+-- concurrent caller wait and then see the new time). An unknown task is refused.
+CREATE FUNCTION app_jobs.claim_maintenance(name text, worker_id text, every interval)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_claimed boolean;
+BEGIN
+  PERFORM app_jobs.assert_worker_id(claim_maintenance.worker_id);
+  PERFORM app_jobs.assert_interval('every', claim_maintenance.every);
+  UPDATE app_jobs.maintenance m
+     SET last_run_at = now(), last_run_by = claim_maintenance.worker_id
+   WHERE m.name = claim_maintenance.name
+     AND m.last_run_at <= now() - claim_maintenance.every
+  RETURNING true INTO v_claimed;
+  IF v_claimed IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.maintenance m
+                                        WHERE m.name = claim_maintenance.name) THEN
+    RAISE EXCEPTION 'maintenance task % is not one of: prune_job_history',
+      quote_nullable(claim_maintenance.name)
+      USING ERRCODE = '22023', COLUMN = 'name';
+  END IF;
+  RETURN coalesce(v_claimed, false);
+END
+$$;
+
 -- Delete up to max_rows history rows: those past their expiry, or, with older_than, those
 -- that finished longer ago than that whatever their expiry. One call is one batch, so
 -- that the locks it takes are bounded by max_rows; call it until it returns less than
@@ -1161,14 +1200,16 @@ REVOKE ALL ON FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean) F
 REVOKE ALL ON FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.set_history_retention(text, interval, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.prune_job_history(integer, interval) FROM PUBLIC;
-REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts
+REVOKE ALL ON FUNCTION app_jobs.claim_maintenance(text, text, interval) FROM PUBLIC;
+REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
+              app_jobs.maintenance
   FROM PUBLIC;
 
 -- The operator level gains alive_until (fix 6), set_history_retention and discard_jobs,
--- and reads the new tables; the worker level gains prune_job_history (fix 7: workers
--- prune). grant_access lists them from now on, and the roles that already hold a level get
--- them now: those that can execute complete_job_batch hold the worker level, complete_jobs
--- the operator level.
+-- and reads the new tables; the worker level gains prune_job_history and
+-- claim_maintenance (fix 7: workers prune, one at a time). grant_access lists them from
+-- now on, and the roles that already hold a level get them now: those that can execute
+-- complete_job_batch hold the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1193,7 +1234,7 @@ BEGIN
       ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2), ('worker_cycle', 2),
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
-      ('prune_job_history', 2),
+      ('prune_job_history', 2), ('claim_maintenance', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
       ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3)
     ) AS f(name, rank) ON f.name = p.proname
@@ -1220,12 +1261,14 @@ BEGIN
                     (SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
                       WHERE c.relnamespace = v_schema AND c.relname = g.name)) AS object
       FROM (VALUES ('complete_job_batch', 'EXECUTE ON FUNCTION', 'prune_job_history'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'claim_maintenance'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'alive_until'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'set_history_retention'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'discard_jobs'),
                    ('complete_jobs', 'SELECT ON TABLE', 'job_history'),
                    ('complete_jobs', 'SELECT ON TABLE', 'history_retention'),
-                   ('complete_jobs', 'SELECT ON TABLE', 'job_first_starts')
+                   ('complete_jobs', 'SELECT ON TABLE', 'job_first_starts'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'maintenance')
            ) AS g(held, kind, name)
       JOIN pg_catalog.pg_proc p ON p.pronamespace = v_schema AND p.proname = g.held,
            LATERAL pg_catalog.aclexplode(p.proacl) AS a
