@@ -919,7 +919,7 @@ def _render_history(rows: list[HistoryView], limit: int) -> None:
     )
     for row in rows:
         took = "-" if row.duration is None else f"{row.duration.total_seconds():.3f}s"
-        error = (row.last_error or "").strip().rsplit("\n", 1)[-1][:60]
+        error = (row.last_error or "").split("\n", 1)[0][:60]
         line = (
             f"{row.id:>8} {row.job_id:>8}  {row.task_identifier:<24} {row.outcome:<10} "
             f"{row.attempts:>4}/{row.max_attempts:<3}  {row.finished_at.isoformat():<33} "

@@ -176,6 +176,7 @@ $$;
 
 -- Record jobs that ended with outcome (each as it was when it ended, see as_finished),
 -- with the expiry of the most specific retention rule; none when that rule keeps nothing.
+-- The rows of one call get ids in job id order.
 CREATE FUNCTION app_jobs.record_history(outcome text, finished app_jobs.jobs[])
 RETURNS void
 LANGUAGE sql VOLATILE
@@ -206,7 +207,8 @@ AS $$
        ORDER BY h.task_identifier IS NULL, h.queue_name IS NULL
        LIMIT 1
     ) r ON true
-   WHERE r.keep IS DISTINCT FROM interval '0';
+   WHERE r.keep IS DISTINCT FROM interval '0'
+   ORDER BY f.id;
 $$;
 
 -- Set how long history rows of outcome are kept (see history_retention), for every task
