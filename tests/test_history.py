@@ -172,6 +172,7 @@ def test_a_job_whose_last_attempt_fails_is_recorded_failed_and_stays_visibly_fai
         "attempt 2 failed",
         WORKER,
     )
+    assert row.run_at == taken.run_at  # when it was due, not a retry that will never come
     assert row.started_at == taken.locked_at and row.first_started_at < row.started_at
     assert row.expires_at == row.finished_at + timedelta(days=14)
     with jobs_engine.begin() as connection:

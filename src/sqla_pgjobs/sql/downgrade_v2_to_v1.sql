@@ -665,7 +665,7 @@ DROP FUNCTION app_jobs.set_history_retention(text, interval, text, text);
 DROP FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean);
 DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
 DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
-DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text);
+DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz);
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
   app_jobs.maintenance;
 

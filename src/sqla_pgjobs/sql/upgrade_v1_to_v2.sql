@@ -163,15 +163,22 @@ CREATE TABLE app_jobs.job_first_starts (
 );
 
 -- A finished job as it was when it ended: its lock names its holder and the start of its
--- last attempt, which the finishing statement has already cleared in the table.
-CREATE FUNCTION app_jobs.as_finished(job app_jobs.jobs, started_at timestamptz, worker_id text)
-RETURNS app_jobs.jobs
+-- last attempt, and run_at when it was due, all of which the finishing statement may have
+-- changed in the table already (NULL arguments leave the job's own values).
+CREATE FUNCTION app_jobs.as_finished(
+  job app_jobs.jobs,
+  started_at timestamptz,
+  worker_id text,
+  run_at timestamptz DEFAULT NULL
+) RETURNS app_jobs.jobs
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT jsonb_populate_record(as_finished.job,
-                               jsonb_build_object('locked_at', as_finished.started_at,
-                                                  'locked_by', as_finished.worker_id));
+                               jsonb_strip_nulls(jsonb_build_object(
+                                 'locked_at', as_finished.started_at,
+                                 'locked_by', as_finished.worker_id,
+                                 'run_at', as_finished.run_at)));
 $$;
 
 -- Record jobs that ended with outcome (each as it was when it ended, see as_finished),
@@ -744,7 +751,7 @@ BEGIN
   END IF;
 
   WITH held AS (
-    SELECT j.id, j.locked_at
+    SELECT j.id, j.locked_at, j.run_at
       FROM app_jobs.jobs j
      WHERE j.id = ANY (fail_job_batch.job_ids)
        AND j.locked_by = fail_job_batch.worker_id
@@ -760,7 +767,7 @@ BEGIN
       FROM unnest(fail_job_batch.job_ids, fail_job_batch.error_messages) AS f(id, error_message),
            held h
      WHERE j.id = f.id AND h.id = f.id
-    RETURNING j AS job, h.locked_at AS started_at
+    RETURNING j AS job, h.locked_at AS started_at, h.run_at AS due_at
   ), freed AS (
     UPDATE app_jobs.job_queues q
        SET locked_by = NULL, locked_at = NULL
@@ -774,7 +781,8 @@ BEGIN
     ON CONFLICT (job_id) DO NOTHING
   )
   SELECT array_agg(f.job),
-         array_agg(app_jobs.as_finished(f.job, f.started_at, fail_job_batch.worker_id))
+         array_agg(app_jobs.as_finished(f.job, f.started_at, fail_job_batch.worker_id,
+                                        f.due_at))
            FILTER (WHERE (f.job).attempts >= (f.job).max_attempts)
     INTO v_failed, v_ended
     FROM failed f;
@@ -1196,7 +1204,8 @@ $$;
 -- The new helper is internal: only the schema's SECURITY DEFINER functions call it, with
 -- the owner's rights, so no access level needs it and PUBLIC gets nothing.
 REVOKE ALL ON FUNCTION app_jobs.assert_interval(text, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz)
+  FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.record_history(text, app_jobs.jobs[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean) FROM PUBLIC;
