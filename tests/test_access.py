@@ -90,6 +90,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "release_scheduled_jobs",
     "run_scheduled_job",
     "prune_job_history",  # version 2: workers prune the job history
+    "claim_maintenance",  # ... one at a time
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
@@ -98,6 +99,10 @@ OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "alive_until",  # version 2: what the operator views call for "is this worker alive"
     "set_history_retention",  # version 2
     "discard_jobs",  # version 2
+    "pause_queue",  # version 2
+    "resume_queue",
+    "pause_task",
+    "resume_task",
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,
@@ -108,6 +113,8 @@ TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"} | {
     "job_history",  # version 2
     "history_retention",
     "job_first_starts",
+    "maintenance",
+    "pauses",
 }
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.

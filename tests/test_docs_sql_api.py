@@ -32,6 +32,7 @@ INTERNAL = {
     "lock_is_held",
     "record_history",
     "remove_jobs",
+    "set_paused",
     "tg_add_job",  # documented in docs/triggers.md: what declared triggers execute
     "tg_decrease_job_queue_count",
     "tg_increase_job_queue_count",

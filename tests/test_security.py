@@ -49,6 +49,8 @@ from sqla_pgjobs.functions import (
     get_scheduled_jobs,
     heartbeat,
     next_run_at,
+    pause_queue,
+    pause_task,
     permanently_fail_jobs,
     prune_job_history,
     recover_jobs,
@@ -56,6 +58,8 @@ from sqla_pgjobs.functions import (
     release_scheduled_jobs,
     renew_scheduled_jobs,
     reschedule_jobs,
+    resume_queue,
+    resume_task,
     run_scheduled_job,
     set_history_retention,
 )
@@ -556,6 +560,13 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     assert [row.keep for row in run("set_history_retention", rule)] == [timedelta(0)]
     [(pruned,)] = run("prune_job_history", prune_job_history(older_than=timedelta(microseconds=1)))
     assert pruned > 0
+    claim = sql("SELECT app_jobs.claim_maintenance('prune_job_history', :w, interval '1 hour')")
+    assert run("claim_maintenance", claim, w=WORKER) == [(True,)]
+    # Pausing and resuming (version 2).
+    assert run("pause_queue", pause_queue("q1")) == [(True,)]
+    assert run("resume_queue", resume_queue("q1")) == [(True,)]
+    assert run("pause_task", pause_task("a")) == [(True,)]
+    assert run("resume_task", resume_task("a")) == [(True,)]
 
     # The trigger functions, on the hijacker's own table.
     with hijacking.begin() as connection:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
-    from sqla_pgjobs.admin import ActionResult, JobView, ScheduleView, Status
+    from sqla_pgjobs.admin import ActionResult, JobView, QueueView, ScheduleView, Status
     from sqla_pgjobs.history import HistoryView
 
 __all__ = ["main"]
@@ -630,6 +630,76 @@ def prune(database_url: str, schema: str, older_than: str | None, batch: int, pa
 
 
 @main.group()
+def queues() -> None:
+    """List queues with their jobs by state, and pause or resume queues and tasks.
+
+    A paused queue or task keeps its jobs and takes new ones; no worker starts them until
+    it is resumed (running jobs finish). Needs schema version 2.
+    """
+
+
+@queues.command("list")
+@DATABASE_URL
+@SCHEMA
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
+def queues_list(database_url: str, schema: str, as_json: bool) -> None:
+    """Every queue with jobs or paused, jobs by state; then the paused tasks."""
+    from sqla_pgjobs.admin import as_json as plain
+    from sqla_pgjobs.admin import list_pauses, list_queues
+
+    with _reported(schema), _connection(database_url, schema) as connection:
+        rows = list_queues(connection)
+        paused_tasks = [p.name for p in list_pauses(connection) if p.kind == "task"]
+    if as_json:
+        for row in plain(rows):
+            click.echo(_json(row))
+        return
+    _render_queues(rows, paused_tasks)
+
+
+def _pause_command(name: str, *, paused: bool) -> click.Command:
+    verb = "pause" if paused else "resume"
+
+    @click.argument("names", nargs=-1, required=True)
+    @DATABASE_URL
+    @SCHEMA
+    @click.option("--task", "tasks", is_flag=True, help=f"NAMES are tasks: {verb} those.")
+    def command(names: tuple[str, ...], database_url: str, schema: str, tasks: bool) -> None:
+        from sqla_pgjobs import functions as fn
+
+        kind = "task" if tasks else "queue"
+        call = {
+            ("queue", True): fn.pause_queue,
+            ("queue", False): fn.resume_queue,
+            ("task", True): fn.pause_task,
+            ("task", False): fn.resume_task,
+        }[kind, paused]
+        with (
+            _reported(schema, usage=True),
+            _connection(database_url, schema, write=True) as connection,
+        ):
+            statements = [call(n) for n in names]  # every name checked before any change
+            changed = [bool(connection.execute(st).scalar_one()) for st in statements]
+        for item, did in zip(names, changed, strict=True):
+            state = "paused" if paused else "resumed"
+            click.echo(f"{kind} {item}: {state}" if did else f"{kind} {item}: already {state}")
+
+    command.__doc__ = (
+        f"{verb.capitalize()} the queues NAMES (or, with --task, the tasks NAMES): "
+        + (
+            "no worker starts their jobs until resumed."
+            if paused
+            else "workers take their jobs again."
+        )
+    )
+    return queues.command(name)(command)
+
+
+_pause_command("pause", paused=True)
+_pause_command("resume", paused=False)
+
+
+@main.group()
 def jobs() -> None:
     """List, inspect, retry, fail, reschedule and delete jobs.
 
@@ -928,6 +998,20 @@ def _render_history(rows: list[HistoryView], limit: int) -> None:
         click.echo(line.rstrip())
     if len(rows) == limit:
         click.echo(f"(more: --before {rows[-1].id})")
+
+
+def _render_queues(rows: list[QueueView], paused_tasks: list[str]) -> None:
+    click.echo(
+        f"{'queue':<28}{'state':<9}"
+        + "".join(f"{s:>9}" for s in ("due", "delayed", "running", "failed"))
+    )
+    for row in rows:
+        label = "(none)" if row.name is None else row.name
+        state = "PAUSED" if row.paused else "-"
+        counts = "".join(f"{n:>9}" for n in (row.due, row.delayed, row.running, row.failed))
+        click.echo(f"{label:<28}{state:<9}{counts}")
+    if paused_tasks:
+        click.echo(f"\npaused tasks: {', '.join(paused_tasks)}")
 
 
 def _render_action(action: str, result: ActionResult) -> None:

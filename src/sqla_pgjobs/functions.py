@@ -86,6 +86,8 @@ __all__ = [
     "grant_access",
     "heartbeat",
     "next_run_at",
+    "pause_queue",
+    "pause_task",
     "permanently_fail_jobs",
     "prune_job_history",
     "recover_jobs",
@@ -93,6 +95,8 @@ __all__ = [
     "release_scheduled_jobs",
     "renew_scheduled_jobs",
     "reschedule_jobs",
+    "resume_queue",
+    "resume_task",
     "revoke_access",
     "run_scheduled_job",
     "set_history_retention",
@@ -355,6 +359,10 @@ _PRUNE_JOB_HISTORY = _call(
     bindparam("max_rows", type_=Integer),
     bindparam("older_than", type_=Interval),
 )
+_PAUSE_QUEUE = _call("pause_queue", bindparam("queue_name", type_=Text))
+_RESUME_QUEUE = _call("resume_queue", bindparam("queue_name", type_=Text))
+_PAUSE_TASK = _call("pause_task", bindparam("task_identifier", type_=Text))
+_RESUME_TASK = _call("resume_task", bindparam("task_identifier", type_=Text))
 _GRANT_ACCESS = _call(
     "grant_access", bindparam("role_name", type_=Text), bindparam("access", type_=Text)
 )
@@ -954,6 +962,34 @@ def prune_job_history(
         max_rows=check.check_positive("max_rows", max_rows),
         older_than=check.check_interval("older_than", older_than),
     )
+
+
+# --- Pausing (schema version 2) ----------------------------------------------------------------
+
+
+def pause_queue(queue_name: str) -> JobStatement:
+    """Stop workers from taking jobs of queue ``queue_name`` (running ones finish; new
+    ones are still enqueued). One value: True if it was not paused yet. Renders
+    ``SELECT app_jobs.pause_queue(:queue_name)``."""
+    return _PAUSE_QUEUE.params(queue_name=check.check_name("queue_name", queue_name))
+
+
+def resume_queue(queue_name: str) -> JobStatement:
+    """Let workers take jobs of queue ``queue_name`` again (they are woken). One value:
+    True if it was paused. Renders ``SELECT app_jobs.resume_queue(:queue_name)``."""
+    return _RESUME_QUEUE.params(queue_name=check.check_name("queue_name", queue_name))
+
+
+def pause_task(task_identifier: str) -> JobStatement:
+    """Stop workers from taking jobs of task ``task_identifier``, as :func:`pause_queue`
+    does for a queue. Renders ``SELECT app_jobs.pause_task(:task_identifier)``."""
+    return _PAUSE_TASK.params(task_identifier=check.check_name("task_identifier", task_identifier))
+
+
+def resume_task(task_identifier: str) -> JobStatement:
+    """Let workers take jobs of task ``task_identifier`` again. Renders
+    ``SELECT app_jobs.resume_task(:task_identifier)``."""
+    return _RESUME_TASK.params(task_identifier=check.check_name("task_identifier", task_identifier))
 
 
 # --- Expressions ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ __all__ = [
     "jobs",
     "metadata",
     "migrations",
+    "pauses",
     "scheduled_jobs",
     "workers",
 ]
@@ -137,6 +138,16 @@ history_retention = Table(
     Column("queue_name", Text),
     Column("outcome", Text, nullable=False),
     Column("keep", Interval),
+)
+
+#: Paused queues and tasks (schema version 2): kind is ``queue`` or ``task``.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    _timestamp("paused_at", nullable=False),
+    Column("paused_by", Text, nullable=False),
 )
 
 migrations = Table(

@@ -2,8 +2,8 @@
 --
 -- Restores version 1 exactly: the functions version 2 replaced get their version 1
 -- definitions back (copied verbatim from schema_v1.sql), and what version 2 added is
--- dropped: the helpers, and the job history with its tables (the one thing a downgrade
--- loses). tests/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
+-- dropped: the helpers, the pauses (paused queues and tasks run again), and the job
+-- history with its tables (the one thing a downgrade loses). tests/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
 -- downgraded again, has the catalog of a fresh version 1.
 --
 -- Like the upgrade, it runs online: CREATE OR REPLACE FUNCTION with unchanged signatures
@@ -369,6 +369,60 @@ BEGIN
 END
 $$;
 
+-- The earliest time a job could be taken (NULL: none known): the earliest run_at of the
+-- jobs not held, or the moment a silent worker's held jobs become recoverable. A worker
+-- with nothing to do sleeps until then instead of until its next poll (P5). One index
+-- probe per priority in use.
+CREATE OR REPLACE FUNCTION app_jobs.next_run_at(task_identifiers text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_priority integer;
+  v_first_run_at timestamptz;
+  v_run_at timestamptz;
+  -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
+  v_earliest timestamptz := (SELECT min(app_jobs.alive_until(w.last_heartbeat,
+                                                               w.heartbeat_timeout))
+                               FROM app_jobs.workers w
+                              WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
+                                             WHERE j.locked_by = w.worker_id
+                                               AND j.locked_at IS NOT NULL));
+BEGIN
+  -- As in get_jobs: the first entry of each priority, then (with a task filter) a search
+  -- from its run_at on, so the dead entries of unvacuumed jobs are walked only once.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+    FROM app_jobs.jobs j
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
+  WHILE v_priority IS NOT NULL LOOP
+    IF next_run_at.task_identifiers IS NULL THEN
+      v_run_at := v_first_run_at;
+    ELSE
+      SELECT j.run_at INTO v_run_at
+        FROM app_jobs.jobs j
+       WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+         AND j.priority = v_priority
+         AND j.run_at >= v_first_run_at
+         AND j.task_identifier = ANY (next_run_at.task_identifiers)
+       ORDER BY j.run_at
+       LIMIT 1;
+    END IF;
+    v_earliest := LEAST(v_earliest, v_run_at);
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
+  END LOOP;
+  RETURN v_earliest;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION app_jobs.worker_cycle(
   worker_id text,
   completed_ids bigint[] DEFAULT NULL,
@@ -663,11 +717,14 @@ DROP FUNCTION app_jobs.prune_job_history(integer, interval);
 DROP FUNCTION app_jobs.claim_maintenance(text, text, interval);
 DROP FUNCTION app_jobs.set_history_retention(text, interval, text, text);
 DROP FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean);
+DROP FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
+              app_jobs.pause_task(text), app_jobs.resume_task(text);
+DROP FUNCTION app_jobs.set_paused(text, text, boolean);
 DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
 DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
 DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz);
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-  app_jobs.maintenance;
+  app_jobs.maintenance, app_jobs.pauses;
 
 -- alive_until leaves the operator level: version 1's list, and the grants taken back (those
 -- of the functions and tables dropped above went with them).

@@ -30,6 +30,9 @@
 --    history_retention (per outcome, task and queue; zero records nothing);
 --    prune_job_history deletes expired rows in bounded batches. app_jobs.jobs and every
 --    function's signature and result stay as they were.
+-- 8. Paused queues and tasks: pause_queue / pause_task (and resume_*) record a pause in
+--    app_jobs.pauses; get_jobs (so also the reference's get_job) takes no job of a
+--    paused queue or task, and next_run_at does not count them.
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -343,6 +346,73 @@ END
 $$;
 
 --------------------------------------------------------------------------------------------
+-- Paused queues and tasks (fix 8)
+--------------------------------------------------------------------------------------------
+
+-- Queues and tasks no worker takes jobs of (get_jobs, and so the reference's get_job, skip
+-- them; next_run_at does not wake a worker for them). Jobs keep coming in, and running
+-- ones finish; resuming makes the waiting ones runnable at once.
+CREATE TABLE app_jobs.pauses (
+  kind text NOT NULL,
+  name text NOT NULL,
+  paused_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  paused_by name NOT NULL DEFAULT pg_catalog.session_user(),
+  CONSTRAINT pauses_pkey PRIMARY KEY (kind, name),
+  CONSTRAINT pauses_kind_check CHECK (kind IN ('queue', 'task')),
+  CONSTRAINT pauses_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 126)
+);
+
+-- Pause (paused = true) or resume the queue or task `name`; returns whether that changed
+-- anything (false: it already was so). A resume wakes the workers.
+CREATE FUNCTION app_jobs.set_paused(kind text, name text, paused boolean)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_changed integer;
+  v_argument text := CASE set_paused.kind WHEN 'queue' THEN 'queue_name' ELSE 'task_identifier' END;
+BEGIN
+  IF set_paused.name IS NULL OR length(set_paused.name) NOT BETWEEN 1 AND 126 THEN
+    RAISE EXCEPTION '% must be a text of 1 to 126 characters, got %', v_argument,
+      quote_nullable(set_paused.name)
+      USING ERRCODE = '22023', COLUMN = v_argument;
+  END IF;
+  IF set_paused.paused THEN
+    INSERT INTO app_jobs.pauses (kind, name) VALUES (set_paused.kind, set_paused.name)
+    ON CONFLICT ON CONSTRAINT pauses_pkey DO NOTHING;
+  ELSE
+    DELETE FROM app_jobs.pauses p WHERE p.kind = set_paused.kind AND p.name = set_paused.name;
+  END IF;
+  GET DIAGNOSTICS v_changed = ROW_COUNT;
+  IF v_changed > 0 AND NOT set_paused.paused THEN
+    PERFORM pg_notify('jobs:insert', '');
+  END IF;
+  RETURN v_changed > 0;
+END
+$$;
+
+CREATE FUNCTION app_jobs.pause_queue(queue_name text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('queue', pause_queue.queue_name, true) $$;
+
+CREATE FUNCTION app_jobs.resume_queue(queue_name text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('queue', resume_queue.queue_name, false) $$;
+
+CREATE FUNCTION app_jobs.pause_task(task_identifier text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('task', pause_task.task_identifier, true) $$;
+
+CREATE FUNCTION app_jobs.resume_task(task_identifier text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('task', resume_task.task_identifier, false) $$;
+
+--------------------------------------------------------------------------------------------
 -- Enqueueing
 --------------------------------------------------------------------------------------------
 
@@ -548,6 +618,9 @@ $$;
 -- due part of each priority, so dead, locked and future jobs are never visited. Queue rows
 -- are read without a lock and row-locked only for a queue this call actually takes.
 --
+-- Paused queues and tasks (version 2, fix 8) are skipped: their due jobs are walked past
+-- like those of tasks a worker does not handle.
+--
 -- One statement per priority (version 2): the priority's first runnable entry (its head)
 -- and its candidates come from one cursor, so from one snapshot. Version 1 read the head
 -- in a statement of its own, and a job made runnable with an older run_at (released,
@@ -577,6 +650,9 @@ DECLARE
   v_cursor refcursor;
   v_candidate record;
   v_queue record;
+  -- Paused queues and tasks (version 2): read once per call, from a tiny table.
+  v_paused_queues text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'queue');
+  v_paused_tasks text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'task');
 BEGIN
   PERFORM app_jobs.assert_worker_id(get_jobs.worker_id);
   PERFORM app_jobs.assert_positive('max_jobs', v_limit);
@@ -619,6 +695,8 @@ BEGIN
              AND j.run_at <= v_now
              AND (get_jobs.task_identifiers IS NULL
                   OR j.task_identifier = ANY (get_jobs.task_identifiers))
+             AND NOT (j.task_identifier = ANY (v_paused_tasks))
+             AND (j.queue_name IS NULL OR NOT (j.queue_name = ANY (v_paused_queues)))
            ORDER BY j.run_at, j.id
              FOR UPDATE SKIP LOCKED
         ) AS c ON true;
@@ -852,6 +930,67 @@ BEGIN
   IF coalesce(cardinality(taken), 0) < v_limit THEN
     next_run_at := app_jobs.next_run_at(worker_cycle.task_identifiers);
   END IF;
+END
+$$;
+
+-- The earliest time a job (of these tasks) could be taken, so that an idle worker knows how
+-- long to sleep. Version 2: jobs of paused queues and tasks do not count (a worker would
+-- otherwise wake at once, again and again, for jobs it may not take).
+CREATE OR REPLACE FUNCTION app_jobs.next_run_at(task_identifiers text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_priority integer;
+  v_first_run_at timestamptz;
+  v_run_at timestamptz;
+  v_paused_queues text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'queue');
+  v_paused_tasks text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'task');
+  v_filtered boolean := next_run_at.task_identifiers IS NOT NULL
+                        OR cardinality(v_paused_queues) > 0 OR cardinality(v_paused_tasks) > 0;
+  -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
+  v_earliest timestamptz := (SELECT min(app_jobs.alive_until(w.last_heartbeat,
+                                                               w.heartbeat_timeout))
+                               FROM app_jobs.workers w
+                              WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
+                                             WHERE j.locked_by = w.worker_id
+                                               AND j.locked_at IS NOT NULL));
+BEGIN
+  -- As in get_jobs: the first entry of each priority, then (with a task filter or pauses)
+  -- a search from its run_at on, so the dead entries of unvacuumed jobs are walked only
+  -- once.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+    FROM app_jobs.jobs j
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
+  WHILE v_priority IS NOT NULL LOOP
+    IF NOT v_filtered THEN
+      v_run_at := v_first_run_at;
+    ELSE
+      SELECT j.run_at INTO v_run_at
+        FROM app_jobs.jobs j
+       WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+         AND j.priority = v_priority
+         AND j.run_at >= v_first_run_at
+         AND (next_run_at.task_identifiers IS NULL
+              OR j.task_identifier = ANY (next_run_at.task_identifiers))
+         AND NOT (j.task_identifier = ANY (v_paused_tasks))
+         AND (j.queue_name IS NULL OR NOT (j.queue_name = ANY (v_paused_queues)))
+       ORDER BY j.run_at
+       LIMIT 1;
+    END IF;
+    v_earliest := LEAST(v_earliest, v_run_at);
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
+  END LOOP;
+  RETURN v_earliest;
 END
 $$;
 
@@ -1212,12 +1351,15 @@ REVOKE ALL ON FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean) FROM P
 REVOKE ALL ON FUNCTION app_jobs.set_history_retention(text, interval, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.prune_job_history(integer, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.claim_maintenance(text, text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.set_paused(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
+                       app_jobs.pause_task(text), app_jobs.resume_task(text) FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-              app_jobs.maintenance
+              app_jobs.maintenance, app_jobs.pauses
   FROM PUBLIC;
 
--- The operator level gains alive_until (fix 6), set_history_retention and discard_jobs,
--- and reads the new tables; the worker level gains prune_job_history and
+-- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs and
+-- the pause and resume functions (fix 8), and reads the new tables; the worker level gains prune_job_history and
 -- claim_maintenance (fix 7: workers prune, one at a time). grant_access lists them from
 -- now on, and the roles that already hold a level get them now: those that can execute
 -- complete_job_batch hold the worker level, complete_jobs the operator level.
@@ -1247,7 +1389,8 @@ BEGIN
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('prune_job_history', 2), ('claim_maintenance', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
-      ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3)
+      ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
+      ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3)
     ) AS f(name, rank) ON f.name = p.proname
    WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
@@ -1279,7 +1422,12 @@ BEGIN
                    ('complete_jobs', 'SELECT ON TABLE', 'job_history'),
                    ('complete_jobs', 'SELECT ON TABLE', 'history_retention'),
                    ('complete_jobs', 'SELECT ON TABLE', 'job_first_starts'),
-                   ('complete_jobs', 'SELECT ON TABLE', 'maintenance')
+                   ('complete_jobs', 'SELECT ON TABLE', 'maintenance'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'pauses'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_queue'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_queue'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_task'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task')
            ) AS g(held, kind, name)
       JOIN pg_catalog.pg_proc p ON p.pronamespace = v_schema AND p.proname = g.held,
            LATERAL pg_catalog.aclexplode(p.proacl) AS a
