@@ -318,21 +318,23 @@ DECLARE
 BEGIN
   PERFORM app_jobs.assert_positive('max_rows', v_max);
   IF prune_job_history.older_than IS NULL THEN
+    -- By ctid (a TID scan of the rows just locked): with "id IN (...)" the planner
+    -- hashed the batch and scanned the whole table for it, 20 times slower at 1M rows.
     DELETE FROM app_jobs.job_history h
-     WHERE h.id IN (SELECT e.id FROM app_jobs.job_history e
-                     WHERE e.expires_at <= now()
-                     ORDER BY e.expires_at
-                     LIMIT v_max
-                       FOR UPDATE SKIP LOCKED);
+     WHERE h.ctid = ANY (ARRAY(SELECT e.ctid FROM app_jobs.job_history e
+                                WHERE e.expires_at <= now()
+                                ORDER BY e.expires_at
+                                LIMIT v_max
+                                  FOR UPDATE SKIP LOCKED));
   ELSE
     PERFORM app_jobs.assert_interval('older_than', prune_job_history.older_than);
     -- By id: ids grow with finishing time closely enough that the oldest ids go first.
     DELETE FROM app_jobs.job_history h
-     WHERE h.id IN (SELECT e.id FROM app_jobs.job_history e
-                     WHERE e.finished_at < now() - prune_job_history.older_than
-                     ORDER BY e.id
-                     LIMIT v_max
-                       FOR UPDATE SKIP LOCKED);
+     WHERE h.ctid = ANY (ARRAY(SELECT e.ctid FROM app_jobs.job_history e
+                                WHERE e.finished_at < now() - prune_job_history.older_than
+                                ORDER BY e.id
+                                LIMIT v_max
+                                  FOR UPDATE SKIP LOCKED));
   END IF;
   GET DIAGNOSTICS v_deleted = ROW_COUNT;
   -- First starts of jobs that are gone without a history row (deleted by hand).
