@@ -1,4 +1,4 @@
-"""The history commands as a user runs them: ``pgjobs jobs history``, ``pgjobs jobs show``
+"""The history and queue commands as a user runs them: ``pgjobs jobs history``, ``pgjobs jobs show``
 of a finished job, and ``pgjobs prune``, each a subprocess against a real PostgreSQL."""
 
 from __future__ import annotations
@@ -146,3 +146,43 @@ def test_prune_deletes_expired_rows_and_reports_the_batches(
     assert aged.startswith("Deleted ") and "history rows" in aged
     bad = cli(database_url, "prune", "--older-than", "forever")
     assert bad.returncode == 2 and "'forever' is not a duration" in bad.stderr
+
+
+def test_queues_list_pause_and_resume_as_an_operator_sees_them(
+    database_url: URL, engine: Engine
+) -> None:
+    jobs = on_schema(engine, SCHEMA)
+    with jobs.begin() as connection:
+        for queue in ("mail", "mail", None, "sms"):
+            connection.execute(add_job("send", queue_name=queue))
+    assert ok(cli(database_url, "queues", "pause", "mail", "later")).splitlines() == [
+        "queue mail: paused",
+        "queue later: paused",
+    ]
+    assert ok(cli(database_url, "queues", "pause", "mail")) == "queue mail: already paused\n"
+    assert ok(cli(database_url, "queues", "pause", "--task", "send")) == "task send: paused\n"
+    table, as_json = cli_all(database_url, ["queues", "list"], ["queues", "list", "--json"])
+    lines = ok(table).splitlines()
+    assert lines[0].split() == ["queue", "state", "due", "delayed", "running", "failed"]
+    assert [line.split() for line in lines[1:5]] == [
+        ["(none)", "-", "1", "0", "0", "0"],
+        ["later", "PAUSED", "0", "0", "0", "0"],
+        ["mail", "PAUSED", "2", "0", "0", "0"],
+        ["sms", "-", "1", "0", "0", "0"],
+    ]
+    assert lines[-1] == "paused tasks: send"
+    rows = json_lines(as_json)
+    assert [(r["name"], r["paused"], r["due"]) for r in rows] == [
+        (None, False, 1),
+        ("later", True, 0),
+        ("mail", True, 2),
+        ("sms", False, 1),
+    ]
+    resumed = ok(cli(database_url, "queues", "resume", "mail", "sms"))
+    assert resumed.splitlines() == ["queue mail: resumed", "queue sms: already resumed"]
+    # A bad name is refused before anything changes, even beside good ones.
+    bad = cli(database_url, "queues", "resume", "later", "x" * 127)
+    assert bad.returncode == 2 and "it must be a text of 1 to 126 characters" in bad.stderr
+    with jobs.begin() as connection:
+        paused = connection.execute(sql("SELECT kind, name FROM app_jobs.pauses ORDER BY 1, 2"))
+        assert [tuple(row) for row in paused] == [("queue", "later"), ("task", "send")]
