@@ -1,5 +1,6 @@
-"""The history and queue commands as a user runs them: ``pgjobs jobs history``, ``pgjobs jobs show``
-of a finished job, and ``pgjobs prune``, each a subprocess against a real PostgreSQL."""
+"""The history and queue commands as a user runs them: ``pgjobs jobs history``, ``jobs
+show`` of a finished job, ``pgjobs prune`` and ``pgjobs queues``, each a subprocess
+against a real PostgreSQL."""
 
 from __future__ import annotations
 
