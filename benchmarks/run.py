@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,9 @@ from sqlalchemy.orm import Session
 import sqla_pgjobs
 from sqla_pgjobs import JobSpec, add_job, add_jobs
 from sqla_pgjobs.database import libpq_url
-from sqla_pgjobs.schema import install, render
+from sqla_pgjobs.functions import set_history_retention
+from sqla_pgjobs.history import prune
+from sqla_pgjobs.schema import LATEST_VERSION, install, render
 from sqla_pgjobs.testing import (
     create_database,
     drop_database,
@@ -65,10 +67,11 @@ class Counts:
     dead: int = 200_000
     live: int = 20_000
     memory: tuple[int, int] = (10_000, 50_000)
+    history: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Counts:
-        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000))
+        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000), 2_000)
 
 
 @contextlib.contextmanager
@@ -77,7 +80,7 @@ def fresh_database(server: URL) -> Iterator[URL]:
     url = create_database(server, name)
     engine = create_engine(url)
     with engine.begin() as connection:
-        install(connection)
+        install(connection, version=LATEST_VERSION)
     engine.dispose()
     try:
         yield url
@@ -115,6 +118,54 @@ def fill(url: URL, count: int, *, dead: int = 0, deleted: int = 0) -> None:
                 [deleted],
             )
             connection.execute(render("DELETE FROM app_jobs.jobs WHERE task_identifier = 'done'"))
+
+
+def history_off(url: URL) -> None:
+    """Record no history, for any outcome (the rows' cost is what the history costs)."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for outcome in ("completed", "failed", "cancelled", "discarded"):
+            connection.execute(set_history_retention(outcome, timedelta(0)))
+    engine.dispose()
+
+
+def fill_history(url: URL, rows: int, *, expired: bool) -> None:
+    """``rows`` history rows of completed no-op jobs, expired (prunable) or kept."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.job_history (job_id, task_identifier, payload, priority,"
+                " attempts, max_attempts, created_at, run_at, first_started_at, started_at,"
+                " finished_at, outcome, worker_id, expires_at)"
+                " SELECT g, 'noop', '{\"order_id\": 42}', 0, 1, 25, now(), now(), now(), now(),"
+                " now(), 'completed', 'bench-worker-1', now() + %s * interval '1 day'"
+                " FROM generate_series(1, %s) g"
+            ),
+            [-1 if expired else 1, rows],
+        )
+        connection.execute("VACUUM ANALYZE")
+
+
+def prune_batched(url: URL, rows: int) -> dict[str, float]:
+    """Prune ``rows`` expired history rows as workers and ``pgjobs prune`` do."""
+    fill_history(url, rows, expired=True)
+    engine = create_engine(url)
+    started = time.perf_counter()
+    result = prune(engine, pause=0)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    assert result.deleted == rows, result
+    return {"seconds": elapsed, "longest_lock_ms": result.longest_batch * 1000}
+
+
+def prune_one_delete(url: URL, rows: int) -> dict[str, float]:
+    """The naive way: one DELETE of every expired row, its locks held until it ends."""
+    fill_history(url, rows, expired=True)
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        started = time.perf_counter()
+        connection.execute(render("DELETE FROM app_jobs.job_history WHERE expires_at <= now()"))
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "longest_lock_ms": elapsed * 1000}
 
 
 def remaining(url: URL) -> int:
@@ -409,6 +460,42 @@ def main() -> None:
 
             return workload
 
+        def history_drain(*, recorded: bool = True, kept: int = 0) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                if not recorded:
+                    history_off(url)
+                if kept:
+                    fill_history(url, kept, expired=False)
+                fill(url, counts.live)
+                return drain(url, _worker_process, processes=1).jobs_per_second
+
+            return workload
+
+        def pruning() -> dict[str, Any]:
+            one: list[dict[str, float]] = []
+            batched: list[dict[str, float]] = []
+            for _ in range(runs):
+                with fresh_database(server) as url:
+                    one.append(prune_one_delete(url, counts.history))
+                with fresh_database(server) as url:
+                    batched.append(prune_batched(url, counts.history))
+            median = {
+                name: {key: statistics.median(run[key] for run in runs_of) for key in runs_of[0]}
+                for name, runs_of in (("one DELETE", one), ("batched prune", batched))
+            }
+            return {
+                "baseline": _figure(median["one DELETE"]["longest_lock_ms"]),
+                "ours": _figure(median["batched prune"]["longest_lock_ms"]),
+                "ratio": round(
+                    median["batched prune"]["longest_lock_ms"]
+                    / median["one DELETE"]["longest_lock_ms"],
+                    3,
+                ),
+                "seconds": {k: _figure(v["seconds"]) for k, v in median.items()},
+                "baseline_runs": [_figure(r["longest_lock_ms"]) for r in one],
+                "ours_runs": [_figure(r["longest_lock_ms"]) for r in batched],
+            }
+
         def latency(measure: Callable[[URL, int], list[float]]) -> Callable[[URL], float]:
             def workload(url: URL) -> float:
                 timings = measure(url, counts.latency)
@@ -461,6 +548,17 @@ def main() -> None:
                 f"drain with {counts.dead:,} unvacuumed deleted jobs, vs clean (jobs/s)",
                 lambda: compare(server, runs, dead_drain(), dead_drain(deleted=counts.dead)),
             ),
+            (
+                "drain with the job history recorded, vs not (jobs/s)",
+                lambda: compare(
+                    server, runs, history_drain(recorded=False), history_drain(recorded=True)
+                ),
+            ),
+            (
+                f"drain with {counts.history:,} history rows kept, vs none (jobs/s)",
+                lambda: compare(server, runs, history_drain(), history_drain(kept=counts.history)),
+            ),
+            (f"prune {counts.history:,} history rows: longest lock (ms), vs one DELETE", pruning),
         ]
         for label, workload in workloads:
             if arguments.only and arguments.only not in label:

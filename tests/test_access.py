@@ -89,19 +89,33 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "renew_scheduled_jobs",
     "release_scheduled_jobs",
     "run_scheduled_job",
+    "prune_job_history",  # version 2: workers prune the job history
+    "claim_maintenance",  # ... one at a time
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
     "permanently_fail_jobs",
     "reschedule_jobs",
     "alive_until",  # version 2: what the operator views call for "is this worker alive"
+    "set_history_retention",  # version 2
+    "discard_jobs",  # version 2
+    "pause_queue",  # version 2
+    "resume_queue",
+    "pause_task",
+    "resume_task",
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,
     "worker": WORKER_FUNCTIONS,
     "operator": OPERATOR_FUNCTIONS,
 }
-TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"}
+TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"} | {
+    "job_history",  # version 2
+    "history_retention",
+    "job_first_starts",
+    "maintenance",
+    "pauses",
+}
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.
 CALLS: dict[str, tuple[str, Callable[[], Executable]]] = {

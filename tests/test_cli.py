@@ -89,7 +89,8 @@ def test_runtime_errors_exit_1_with_a_hint(tmp_path: Path, database_url: URL) ->
         env={"PGJOBS_DATABASE_URL": libpq_url(database_url)},
     )
     assert no_schema.returncode == 1
-    assert "Is the job schema installed as 'not_installed'?" in no_schema.stderr
+    hint = "Is the job schema installed as 'not_installed', at the latest version?"
+    assert hint in no_schema.stderr
 
 
 def _check_summary(result: subprocess.CompletedProcess[str]) -> None:

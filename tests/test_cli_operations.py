@@ -393,7 +393,7 @@ def test_a_command_on_a_missing_job_schema_says_how_to_install_it(
     result = pgjobs(*command, "--database-url", libpq_url(database_url), "--schema", "no_jobs")
     assert result.returncode == 1, result
     assert result.stderr.startswith(("Error: UndefinedTable: ", "Error: InvalidSchemaName: "))
-    assert "Is the job schema installed as 'no_jobs'?" in result.stderr
+    assert "Is the job schema installed as 'no_jobs', at the latest version?" in result.stderr
     assert "[SQL:" not in result.stderr  # the driver's message, not SQLAlchemy's dump
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 INTERNAL = {
     "add_job_from_trigger",
     "alive_until",
+    "as_finished",
     "assert_interval",
     "assert_positive",
     "assert_row_json_trusted",
@@ -29,6 +30,9 @@ INTERNAL = {
     "do_notify",
     "json_build_object_apply",
     "lock_is_held",
+    "record_history",
+    "remove_jobs",
+    "set_paused",
     "tg_add_job",  # documented in docs/triggers.md: what declared triggers execute
     "tg_decrease_job_queue_count",
     "tg_increase_job_queue_count",

@@ -40,6 +40,7 @@ from sqla_pgjobs.functions import (
     complete_job,
     complete_job_batch,
     complete_jobs,
+    discard_jobs,
     fail_job,
     fail_job_batch,
     get_job,
@@ -48,13 +49,19 @@ from sqla_pgjobs.functions import (
     get_scheduled_jobs,
     heartbeat,
     next_run_at,
+    pause_queue,
+    pause_task,
     permanently_fail_jobs,
+    prune_job_history,
     recover_jobs,
     release_jobs,
     release_scheduled_jobs,
     renew_scheduled_jobs,
     reschedule_jobs,
+    resume_queue,
+    resume_task,
     run_scheduled_job,
+    set_history_retention,
 )
 from sqla_pgjobs.schema import as_text
 from sqla_pgjobs.triggers import Fields, JobTrigger, Row, RowId, create_trigger_sql
@@ -528,6 +535,8 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     run("reschedule_jobs", reschedule_jobs(left[:1], priority=5, run_at=datetime.now(UTC)))
     run("permanently_fail_jobs", permanently_fail_jobs(left[1:2], "no"))
     run("complete_jobs", complete_jobs(left[2:3]))
+    (spare,) = run("add_job", add_job("spare"))
+    assert [row.id for row in run("discard_jobs", discard_jobs([spare.id]))] == [spare.id]
 
     (schedule,) = run("add_scheduled_job", add_scheduled_job("tick", {"n": 1}, job_key="s1"))
     run("add_scheduled_job", add_scheduled_job("tock", None, "0 3 * * *"))
@@ -544,6 +553,20 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     run("run_scheduled_job", run_scheduled_job(schedule.id))  # gone: the NULL row
     run("release_scheduled_jobs", release_scheduled_jobs(WORKER, [tick]))
     run("release_scheduled_jobs", release_scheduled_jobs(WORKER))
+
+    # The job history (version 2): a retention rule, and a prune that deletes rows the
+    # calls above recorded.
+    rule = set_history_retention("completed", timedelta(0), task_identifier="quiet")
+    assert [row.keep for row in run("set_history_retention", rule)] == [timedelta(0)]
+    [(pruned,)] = run("prune_job_history", prune_job_history(older_than=timedelta(microseconds=1)))
+    assert pruned > 0
+    claim = sql("SELECT app_jobs.claim_maintenance('prune_job_history', :w, interval '1 hour')")
+    assert run("claim_maintenance", claim, w=WORKER) == [(True,)]
+    # Pausing and resuming (version 2).
+    assert run("pause_queue", pause_queue("q1")) == [(True,)]
+    assert run("resume_queue", resume_queue("q1")) == [(True,)]
+    assert run("pause_task", pause_task("a")) == [(True,)]
+    assert run("resume_task", resume_task("a")) == [(True,)]
 
     # The trigger functions, on the hijacker's own table.
     with hijacking.begin() as connection:

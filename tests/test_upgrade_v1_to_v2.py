@@ -6,6 +6,7 @@ keep working.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import threading
 import time
@@ -17,6 +18,8 @@ import pytest
 from psycopg.types.json import Json
 from sqlalchemy import create_engine
 
+from sqla_pgjobs import TaskRegistry, Worker
+from sqla_pgjobs.database import on_schema
 from sqla_pgjobs.schema import as_text, install, named_statements, upgrade_statements
 from tests.helpers import SCHEMA, libpq_url, quote_schema, raw, run_ops, sql
 from tests.test_alembic import REPO, alembic, assert_same_catalog, ok, psql, schema_catalog
@@ -158,7 +161,8 @@ def test_offline_sql_of_the_upgrade_and_the_downgrade_replays_through_psql(
         scripts[name] = tmp_path / f"{name}.sql"
         scripts[name].write_text(text, encoding="utf-8")
     assert "CREATE OR REPLACE FUNCTION" in scripts["upgrade"].read_text(encoding="utf-8")
-    assert "CREATE TABLE" not in scripts["upgrade"].read_text(encoding="utf-8")
+    # Online: new tables and functions only, no table of version 1 altered.
+    assert "ALTER TABLE" not in scripts["upgrade"].read_text(encoding="utf-8")
 
     v1, v2 = fresh_catalog(new_database, 1), fresh_catalog(new_database, 2)
     url = new_database()
@@ -215,6 +219,7 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
     url = libpq_url(empty_engine.url)
     statements = named_statements("worker.sql", SCHEMA)
     completed: list[int] = []
+    completed_after: list[int] = []  # by calls that began after the upgrade committed
     after_upgrade: set[str] = set()
     upgraded = threading.Event()
 
@@ -234,6 +239,7 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
         done: list[int] = []
 
         def our_cycle() -> None:
+            later = upgraded.is_set()
             rows = ours.cursor(binary=True).execute(
                 statements["cycle"],
                 {
@@ -248,11 +254,14 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
             )
             taken = [row[4] for row in rows if row[4] is not None]  # the jobs' id column
             completed.extend(done)
+            if later:
+                completed_after.extend(done)
             done[:] = taken
             if upgraded.is_set() and taken:
                 after_upgrade.add("ours")
 
         def node_worker() -> None:
+            later = upgraded.is_set()
             get = "SELECT * FROM app_jobs.get_job(%s, %s::text[])"
             job = value(node, get, "node-1", None, row=True)
             if job[0] is None:
@@ -262,6 +271,8 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
                 value(node, "SELECT * FROM app_jobs.fail_job(%s, %s, %s)", "node-1", job_id, "x")
             elif value(node, "SELECT * FROM app_jobs.complete_job(%s, %s)", "node-1", job_id):
                 completed.append(job[0])
+                if later:
+                    completed_after.append(job[0])
             if upgraded.is_set():
                 after_upgrade.add("node")
 
@@ -303,5 +314,67 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
     assert after_upgrade == {"ours", "node", "scheduler"}
     assert set(ids) <= set(completed)
     assert len(completed) == len(set(completed)), "a job ran twice"
+    # Version 2 records what the version 1 clients finish after the upgrade.
+    with empty_engine.connect() as connection:
+        recorded = (
+            connection.execute(
+                sql("SELECT job_id FROM app_jobs.job_history WHERE outcome = 'completed'")
+            )
+            .scalars()
+            .all()
+        )
+    assert len(recorded) == len(set(recorded)) and set(recorded) <= set(completed)
+    assert completed_after and set(completed_after) <= set(recorded)
     assert took < 5, took  # no lock waited for; measured ~0.1 s on a busy 2-core machine
     print(f"\nupgrade committed in {took * 1000:.0f} ms beside three version 1 clients")
+
+
+DRAINED = 100_000
+
+
+@pytest.mark.slow
+def test_the_upgrade_of_a_queue_of_100000_jobs_that_a_worker_drains_loses_and_repeats_nothing(
+    empty_engine: Engine,
+) -> None:
+    """Our worker drains 100,000 pending jobs of a version 1 schema; the upgrade commits
+    while it does. Every job runs exactly once, and version 2 records the completions
+    that come after it."""
+    with empty_engine.begin() as connection:
+        install(connection, SCHEMA, 1)
+        connection.execute(
+            sql(
+                "SELECT count(*) FROM app_jobs.add_jobs(array_fill('n'::text, ARRAY[:n]),"
+                " ARRAY(SELECT json_build_object('n', g) FROM generate_series(1, :n) g))"
+            ),
+            {"n": DRAINED},
+        )
+    runs: collections.Counter[int] = collections.Counter()
+    tasks = TaskRegistry()
+    tasks.add("n", lambda payload: runs.update([payload["n"]]))
+    engine = on_schema(empty_engine, SCHEMA)
+    worker = Worker(engine, tasks, schema=SCHEMA, concurrency=4)
+    stats: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: stats.append(worker.run(drain=True, install_signal_handlers=False))
+    )
+    thread.start()
+    deadline = time.monotonic() + 300
+    while sum(runs.values()) < DRAINED // 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with empty_engine.begin() as connection:
+        for statement in upgrade_statements(SCHEMA, 1, 2):
+            connection.execute(as_text(statement))
+    during = sum(runs.values())
+    thread.join(300)
+    assert not thread.is_alive()
+    assert during < DRAINED, "the drain ended before the upgrade: the test proves nothing"
+    assert sorted(runs) == list(range(1, DRAINED + 1))
+    assert set(runs.values()) == {1}, "a job ran twice"
+    with empty_engine.connect() as connection:
+        left = connection.execute(sql("SELECT count(*) FROM app_jobs.jobs")).scalar_one()
+        recorded = connection.execute(
+            sql("SELECT count(*), count(DISTINCT job_id) FROM app_jobs.job_history")
+        ).one()
+    assert left == 0
+    assert recorded[0] == recorded[1] >= DRAINED - during - 1000  # a batch may straddle
+    print(f"\n{during} of {DRAINED} jobs ran before the upgrade; {recorded[0]} recorded after")

@@ -20,7 +20,7 @@ from sqlalchemy import and_, case, func, literal, select
 from sqla_pgjobs import functions as fn
 from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.schedules import InvalidScheduleError, parse_schedule
-from sqla_pgjobs.tables import jobs, scheduled_jobs, workers
+from sqla_pgjobs.tables import jobs, pauses, scheduled_jobs, workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,6 +34,8 @@ __all__ = [
     "Holder",
     "JobCount",
     "JobView",
+    "PauseView",
+    "QueueView",
     "ScheduleView",
     "Status",
     "WorkerView",
@@ -41,6 +43,8 @@ __all__ = [
     "delete",
     "fail",
     "list_jobs",
+    "list_pauses",
+    "list_queues",
     "list_schedules",
     "reschedule",
     "retry",
@@ -126,6 +130,29 @@ class ScheduleView:
 
 
 @dataclass(frozen=True)
+class QueueView:
+    """A queue (``name`` None: jobs without a queue), its jobs by state, and whether it is
+    paused (schema version 2)."""
+
+    name: str | None
+    paused: bool
+    due: int
+    delayed: int
+    running: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class PauseView:
+    """A paused queue or task: ``kind`` is ``queue`` or ``task``."""
+
+    kind: str
+    name: str
+    paused_at: datetime
+    paused_by: str
+
+
+@dataclass(frozen=True)
 class Status:
     """The queue at a glance."""
 
@@ -196,6 +223,31 @@ def status(connection: Connection) -> Status:
     for count in depth:
         totals[count.state] += count.jobs
     return Status(totals, depth, held, _workers(connection), list_schedules(connection))
+
+
+def list_queues(connection: Connection) -> list[QueueView]:
+    """Every queue that has jobs or is paused, with its jobs by state (jobs without a
+    queue first, as ``name`` None); one scan of the jobs table."""
+    state = _state()
+    counts: dict[str | None, dict[str, int]] = {}
+    for row in connection.execute(
+        select(jobs.c.queue_name, state, func.count().label("jobs")).group_by(
+            jobs.c.queue_name, state
+        )
+    ).mappings():
+        counts.setdefault(row["queue_name"], dict.fromkeys(STATES, 0))[row["state"]] = row["jobs"]
+    paused = {pause.name for pause in list_pauses(connection) if pause.kind == "queue"}
+    names = sorted(set(counts) | paused, key=lambda name: (name is not None, name or ""))
+    return [
+        QueueView(name, name in paused, **counts.get(name, dict.fromkeys(STATES, 0)))
+        for name in names
+    ]
+
+
+def list_pauses(connection: Connection) -> list[PauseView]:
+    """The paused queues and tasks, oldest pause first."""
+    rows = connection.execute(select(pauses).order_by(pauses.c.paused_at, pauses.c.kind))
+    return [PauseView(**row) for row in rows.mappings()]
 
 
 def _workers(connection: Connection) -> list[WorkerView]:
@@ -344,8 +396,8 @@ def reschedule(
 
 
 def delete(connection: Connection, job_ids: Sequence[int], *, force: bool = False) -> ActionResult:
-    """Delete jobs without running them."""
-    return _acted(connection, fn.complete_jobs(job_ids, force=force), job_ids)
+    """Delete jobs without running them (recorded in the history as discarded)."""
+    return _acted(connection, fn.discard_jobs(job_ids, force=force), job_ids)
 
 
 def _acted(

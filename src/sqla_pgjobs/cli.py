@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
-    from sqla_pgjobs.admin import ActionResult, JobView, ScheduleView, Status
+    from sqla_pgjobs.admin import ActionResult, JobView, QueueView, ScheduleView, Status
+    from sqla_pgjobs.history import HistoryView
 
 __all__ = ["main"]
 
@@ -111,8 +112,9 @@ def _reported(schema: str = DEFAULT_SCHEMA, *, usage: bool = False) -> Iterator[
         message = f"{type(error).__name__}: {str(error).strip()}"
         if getattr(error, "sqlstate", None) in ("3F000", "42883", "42P01"):
             message += (
-                f"\nIs the job schema installed as {schema!r}? Install it with "
-                "op.create_pgjobs_schema() in an Alembic revision, or pgjobs migrate."
+                f"\nIs the job schema installed as {schema!r}, at the latest version? Install "
+                "or upgrade it with an Alembic revision (op.create_pgjobs_schema(), "
+                "op.upgrade_pgjobs_schema()) or with pgjobs migrate."
             )
         raise click.ClickException(message) from exc
 
@@ -216,6 +218,14 @@ def main() -> None:
     help="Jobs of tasks without a handler: leave them, or fail them.",
 )
 @click.option(
+    "--prune-interval",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between prunes of the job history's expired rows (one worker of the "
+    "database does each); 0: never (run pgjobs prune yourself).",
+)
+@click.option(
     "--with-scheduler",
     is_flag=True,
     help="Also run a scheduler in this process (see pgjobs scheduler).",
@@ -242,6 +252,7 @@ def worker(
     heartbeat_timeout: float,
     shutdown_timeout: float,
     unknown_tasks: str,
+    prune_interval: float,
     with_scheduler: bool,
     scheduler_lease: float,
     log_format: str,
@@ -269,6 +280,7 @@ def worker(
             heartbeat_timeout=heartbeat_timeout,
             shutdown_timeout=shutdown_timeout,
             unknown_tasks=unknown_tasks,
+            prune_interval=prune_interval or None,
         )
         if with_scheduler:
             from sqla_pgjobs import service
@@ -525,6 +537,168 @@ def status(database_url: str, schema: str, as_json: bool) -> None:
         _render_status(report)
 
 
+_WHEN_HELP = (
+    "Only jobs that finished {} WHEN: an ISO 8601 time (UTC unless it has an offset) or a "
+    "duration ago (30m, 12h, 7d)."
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(option: str, value: str) -> timedelta:
+    """A duration written as a number and a unit: 90s, 30m, 12h, 7d."""
+    number, unit = value[:-1], value[-1:]
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise click.BadParameter(
+            f"{value!r} is not a duration: write a number and a unit, s, m, h or d (30m, 7d)",
+            param_hint=option,
+        ) from None
+    if not 0 < seconds <= 365000 * 86400:
+        raise click.BadParameter(
+            f"{value!r} must be more than zero and at most 365000 days", param_hint=option
+        )
+    return timedelta(seconds=seconds)
+
+
+def _when(option: str, value: str | None) -> datetime | None:
+    """A point in time: ISO 8601 (UTC unless it has an offset), or a duration ago."""
+    if value is None:
+        return None
+    if value[-1:] in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - _duration(option, value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO 8601 time (2026-12-07T10:00+01:00) nor a duration "
+            "ago (30m, 12h, 7d)",
+            param_hint=option,
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _json_argument(option: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not JSON ({exc})", param_hint=option) from None
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Delete what finished longer ago than this (30m, 12h, 7d), whatever the retention "
+    "rules say. Default: what the rules let expire.",
+)
+@click.option(
+    "--batch",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(100, 1_000_000),
+    help="Most rows one transaction deletes (its locks last that long).",
+)
+@click.option(
+    "--pause",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 60),
+    help="Seconds between batches.",
+)
+def prune(database_url: str, schema: str, older_than: str | None, batch: int, pause: float) -> None:
+    """Delete expired rows of the job history, in batches of short transactions."""
+    from sqla_pgjobs.database import create_job_engine
+    from sqla_pgjobs.history import prune as prune_history
+
+    age = None if older_than is None else _duration("--older-than", older_than)
+    engine = create_job_engine(database_url, schema)
+    try:
+        with _reported(schema, usage=True):
+            result = prune_history(engine, older_than=age, batch=batch, pause=pause)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"Deleted {result.deleted} history rows in {result.batches} "
+        f"batch{'es' if result.batches != 1 else ''} "
+        f"(longest {result.longest_batch:.3f} s"
+        + (f", {result.timeouts} timed out and were retried smaller" if result.timeouts else "")
+        + ")."
+    )
+
+
+@main.group()
+def queues() -> None:
+    """List queues with their jobs by state, and pause or resume queues and tasks.
+
+    A paused queue or task keeps its jobs and takes new ones; no worker starts them until
+    it is resumed (running jobs finish). Needs schema version 2.
+    """
+
+
+@queues.command("list")
+@DATABASE_URL
+@SCHEMA
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue.")
+def queues_list(database_url: str, schema: str, as_json: bool) -> None:
+    """Every queue with jobs or paused, jobs by state; then the paused tasks."""
+    from sqla_pgjobs.admin import as_json as plain
+    from sqla_pgjobs.admin import list_pauses, list_queues
+
+    with _reported(schema), _connection(database_url, schema) as connection:
+        rows = list_queues(connection)
+        paused_tasks = [p.name for p in list_pauses(connection) if p.kind == "task"]
+    if as_json:
+        for row in plain(rows):
+            click.echo(_json(row))
+        return
+    _render_queues(rows, paused_tasks)
+
+
+def _pause_command(name: str, *, paused: bool) -> click.Command:
+    verb = "pause" if paused else "resume"
+
+    @click.argument("names", nargs=-1, required=True)
+    @DATABASE_URL
+    @SCHEMA
+    @click.option("--task", "tasks", is_flag=True, help=f"NAMES are tasks: {verb} those.")
+    def command(names: tuple[str, ...], database_url: str, schema: str, tasks: bool) -> None:
+        from sqla_pgjobs import functions as fn
+
+        kind = "task" if tasks else "queue"
+        call = {
+            ("queue", True): fn.pause_queue,
+            ("queue", False): fn.resume_queue,
+            ("task", True): fn.pause_task,
+            ("task", False): fn.resume_task,
+        }[kind, paused]
+        with (
+            _reported(schema, usage=True),
+            _connection(database_url, schema, write=True) as connection,
+        ):
+            statements = [call(n) for n in names]  # every name checked before any change
+            changed = [bool(connection.execute(st).scalar_one()) for st in statements]
+        for item, did in zip(names, changed, strict=True):
+            state = "paused" if paused else "resumed"
+            click.echo(f"{kind} {item}: {state}" if did else f"{kind} {item}: already {state}")
+
+    command.__doc__ = (
+        f"{verb.capitalize()} the queues NAMES (or, with --task, the tasks NAMES): "
+        + (
+            "no worker starts their jobs until resumed."
+            if paused
+            else "workers take their jobs again."
+        )
+    )
+    return queues.command(name)(command)
+
+
+_pause_command("pause", paused=True)
+_pause_command("resume", paused=False)
+
+
 @main.group()
 def jobs() -> None:
     """List, inspect, retry, fail, reschedule and delete jobs.
@@ -577,15 +751,85 @@ def jobs_list(
 @DATABASE_URL
 @SCHEMA
 def jobs_show(job_id: int, database_url: str, schema: str) -> None:
-    """Everything about one job, as JSON (exit 1 if there is no such job)."""
+    """Everything about one job, live or finished, as JSON: its row (while it is in the
+    queue) and its history (every finish recorded). Exit 1 if neither is there."""
     from sqla_pgjobs.admin import as_json as plain
     from sqla_pgjobs.admin import show_job
+    from sqla_pgjobs.history import history_of
 
     with _reported(schema), _connection(database_url, schema) as connection:
         row = show_job(connection, job_id)
-    if row is None:
-        raise click.ClickException(f"no job {job_id} (completed jobs are deleted)")
-    _echo_json(plain(row))
+        finishes = history_of(connection, job_id)
+    if row is None and not finishes:
+        raise click.ClickException(
+            f"no job {job_id}: not in the queue, and no finish of it in the history "
+            "(pruned after its retention, or never recorded)"
+        )
+    shown = plain(row) if row is not None else {"id": job_id, "state": finishes[-1].outcome}
+    _echo_json({**shown, "history": [_history_json(finish) for finish in finishes]})
+
+
+@jobs.command("history")
+@DATABASE_URL
+@SCHEMA
+@click.option("--task", help="Only this task.")
+@click.option("--queue", help="Only this queue.")
+@click.option("--tenant", help="Only this tenant (database_id).")
+@click.option(
+    "--outcome",
+    type=click.Choice(["completed", "failed", "cancelled", "discarded"]),
+    help="Only this outcome.",
+)
+@click.option("--key", help="Only jobs with this key.")
+@click.option("--since", metavar="WHEN", help=_WHEN_HELP.format("at or after"))
+@click.option("--until", metavar="WHEN", help=_WHEN_HELP.format("before"))
+@click.option(
+    "--payload",
+    metavar="JSON",
+    help="Only jobs whose payload contains this JSON, e.g. '{\"order_id\": 42}'.",
+)
+@click.option(
+    "--before", type=int, metavar="ID", help="Continue a listing: entries older than this id."
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per finish.")
+def jobs_history(
+    database_url: str,
+    schema: str,
+    task: str | None,
+    queue: str | None,
+    tenant: str | None,
+    outcome: str | None,
+    key: str | None,
+    since: str | None,
+    until: str | None,
+    payload: str | None,
+    before: int | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Finished jobs, newest first: completed, failed for good, cancelled, discarded."""
+    from sqla_pgjobs.history import list_history
+
+    with _reported(schema, usage=True), _connection(database_url, schema) as connection:
+        rows = list_history(
+            connection,
+            task=task,
+            queue=queue,
+            tenant=tenant,
+            outcome=outcome,
+            key=key,
+            since=_when("--since", since),
+            until=_when("--until", until),
+            payload=None if payload is None else _json_argument("--payload", payload),
+            before=before,
+            limit=limit,
+        )
+    if as_json:
+        for row in rows:
+            click.echo(_json(_history_json(row)))
+    else:
+        _render_history(rows, limit)
 
 
 def _job_action(name: str) -> Callable[[Callable[..., ActionResult]], click.Command]:
@@ -726,6 +970,48 @@ def _render_jobs(rows: list[JobView]) -> None:
             f"{row.attempts:>4}/{row.max_attempts:<3}  {row.run_at.isoformat():<33} {error}"
         )
         click.echo(line.rstrip())
+
+
+def _history_json(row: HistoryView) -> dict[str, Any]:
+    from sqla_pgjobs.admin import as_json as plain
+
+    duration = row.duration
+    return {**plain(row), "duration": None if duration is None else duration.total_seconds()}
+
+
+def _render_history(rows: list[HistoryView], limit: int) -> None:
+    if not rows:
+        click.echo("No finished jobs (that match).")
+        return
+    click.echo(
+        f"{'id':>8} {'job':>8}  {'task':<24} {'outcome':<10} {'attempts':>8}  "
+        f"{'finished at':<33} {'took':>9}  last error"
+    )
+    for row in rows:
+        took = "-" if row.duration is None else f"{row.duration.total_seconds():.3f}s"
+        error = (row.last_error or "").split("\n", 1)[0][:60]
+        line = (
+            f"{row.id:>8} {row.job_id:>8}  {row.task_identifier:<24} {row.outcome:<10} "
+            f"{row.attempts:>4}/{row.max_attempts:<3}  {row.finished_at.isoformat():<33} "
+            f"{took:>9}  {error}"
+        )
+        click.echo(line.rstrip())
+    if len(rows) == limit:
+        click.echo(f"(more: --before {rows[-1].id})")
+
+
+def _render_queues(rows: list[QueueView], paused_tasks: list[str]) -> None:
+    click.echo(
+        f"{'queue':<28}{'state':<9}"
+        + "".join(f"{s:>9}" for s in ("due", "delayed", "running", "failed"))
+    )
+    for row in rows:
+        label = "(none)" if row.name is None else row.name
+        state = "PAUSED" if row.paused else "-"
+        counts = "".join(f"{n:>9}" for n in (row.due, row.delayed, row.running, row.failed))
+        click.echo(f"{label:<28}{state:<9}{counts}")
+    if paused_tasks:
+        click.echo(f"\npaused tasks: {', '.join(paused_tasks)}")
 
 
 def _render_action(action: str, result: ActionResult) -> None:

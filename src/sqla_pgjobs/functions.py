@@ -49,7 +49,7 @@ from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError, translate
 from sqla_pgjobs.schedules import parse_schedule
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
-from sqla_pgjobs.tables import jobs, scheduled_jobs
+from sqla_pgjobs.tables import history_retention, jobs, scheduled_jobs
 from sqla_pgjobs.validation import ACCESS_LEVELS
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
     "complete_job",
     "complete_job_batch",
     "complete_jobs",
+    "discard_jobs",
     "fail_job",
     "fail_job_batch",
     "get_job",
@@ -85,14 +86,20 @@ __all__ = [
     "grant_access",
     "heartbeat",
     "next_run_at",
+    "pause_queue",
+    "pause_task",
     "permanently_fail_jobs",
+    "prune_job_history",
     "recover_jobs",
     "release_jobs",
     "release_scheduled_jobs",
     "renew_scheduled_jobs",
     "reschedule_jobs",
+    "resume_queue",
+    "resume_task",
     "revoke_access",
     "run_scheduled_job",
+    "set_history_retention",
 ]
 
 
@@ -280,6 +287,14 @@ _PERMANENTLY_FAIL_JOBS = _rows(
     bindparam("force", type_=Boolean),
     nullable=False,
 )
+_DISCARD_JOBS = _rows(
+    "discard_jobs",
+    jobs,
+    bindparam("job_ids", type_=_ID_ARRAY),
+    bindparam("job_expiry", type_=Interval),
+    bindparam("force", type_=Boolean),
+    nullable=False,
+)
 _RESCHEDULE_JOBS = _rows(
     "reschedule_jobs",
     jobs,
@@ -330,6 +345,24 @@ _RUN_SCHEDULED_JOB = _rows(
     bindparam("fire_time", type_=_TIMESTAMP),
     nullable=True,
 )
+_SET_HISTORY_RETENTION = _rows(
+    "set_history_retention",
+    history_retention,
+    bindparam("outcome", type_=Text),
+    bindparam("keep", type_=Interval),
+    bindparam("task_identifier", type_=Text),
+    bindparam("queue_name", type_=Text),
+    nullable=False,
+)
+_PRUNE_JOB_HISTORY = _call(
+    "prune_job_history",
+    bindparam("max_rows", type_=Integer),
+    bindparam("older_than", type_=Interval),
+)
+_PAUSE_QUEUE = _call("pause_queue", bindparam("queue_name", type_=Text))
+_RESUME_QUEUE = _call("resume_queue", bindparam("queue_name", type_=Text))
+_PAUSE_TASK = _call("pause_task", bindparam("task_identifier", type_=Text))
+_RESUME_TASK = _call("resume_task", bindparam("task_identifier", type_=Text))
 _GRANT_ACCESS = _call(
     "grant_access", bindparam("role_name", type_=Text), bindparam("access", type_=Text)
 )
@@ -733,6 +766,22 @@ def complete_jobs(
     )
 
 
+def discard_jobs(
+    job_ids: Iterable[int], *, job_expiry: timedelta | None = None, force: bool = False
+) -> JobStatement:
+    """Delete the listed jobs without running them, as :func:`complete_jobs` does, and
+    record them in the job history as discarded (schema version 2). One row per deleted
+    job.
+
+    Renders ``SELECT ... FROM app_jobs.discard_jobs(:job_ids, :job_expiry, :force)``.
+    """
+    return _DISCARD_JOBS.params(
+        job_ids=check.check_ids("job_ids", job_ids),
+        job_expiry=check.check_interval("job_expiry", job_expiry),
+        force=_force(force),
+    )
+
+
 def permanently_fail_jobs(
     job_ids: Iterable[int],
     error_message: str | None = None,
@@ -871,6 +920,76 @@ def run_scheduled_job(
         job_expiry=check.check_interval("job_expiry", job_expiry),
         fire_time=check.check_aware("fire_time", fire_time),
     )
+
+
+# --- History (schema version 2) -------------------------------------------------------------
+
+
+def set_history_retention(
+    outcome: str,
+    keep: timedelta | None,
+    *,
+    task_identifier: str | None = None,
+    queue_name: str | None = None,
+) -> JobStatement:
+    """Keep history rows of ``outcome`` (completed, failed, cancelled, discarded) for
+    ``keep``: for every task and queue, or only ``task_identifier``, ``queue_name`` or both
+    (the most specific rule wins). ``keep`` zero records nothing; None keeps rows forever.
+    Applies to jobs that finish from now on. One row: the rule as stored.
+
+    Renders ``SELECT ... FROM app_jobs.set_history_retention(:outcome, :keep,
+    :task_identifier, :queue_name)``.
+    """
+    return _SET_HISTORY_RETENTION.params(
+        outcome=check.check_outcome("outcome", outcome),
+        keep=check.check_retention("keep", keep),
+        task_identifier=check.check_name("task_identifier", task_identifier, optional=True),
+        queue_name=check.check_name("queue_name", queue_name, optional=True),
+    )
+
+
+def prune_job_history(
+    *, max_rows: int | None = None, older_than: timedelta | None = None
+) -> JobStatement:
+    """One batch of pruning: delete up to ``max_rows`` (default 10,000) history rows past
+    their expiry, or with ``older_than``, rows that finished longer ago than that. One
+    value: how many were deleted; call again (in a new transaction) while it equals
+    ``max_rows``. :func:`sqla_pgjobs.history.prune` does that for you.
+
+    Renders ``SELECT app_jobs.prune_job_history(:max_rows, :older_than)``.
+    """
+    return _PRUNE_JOB_HISTORY.params(
+        max_rows=check.check_positive("max_rows", max_rows),
+        older_than=check.check_interval("older_than", older_than),
+    )
+
+
+# --- Pausing (schema version 2) ----------------------------------------------------------------
+
+
+def pause_queue(queue_name: str) -> JobStatement:
+    """Stop workers from taking jobs of queue ``queue_name`` (running ones finish; new
+    ones are still enqueued). One value: True if it was not paused yet. Renders
+    ``SELECT app_jobs.pause_queue(:queue_name)``."""
+    return _PAUSE_QUEUE.params(queue_name=check.check_name("queue_name", queue_name))
+
+
+def resume_queue(queue_name: str) -> JobStatement:
+    """Let workers take jobs of queue ``queue_name`` again (they are woken). One value:
+    True if it was paused. Renders ``SELECT app_jobs.resume_queue(:queue_name)``."""
+    return _RESUME_QUEUE.params(queue_name=check.check_name("queue_name", queue_name))
+
+
+def pause_task(task_identifier: str) -> JobStatement:
+    """Stop workers from taking jobs of task ``task_identifier``, as :func:`pause_queue`
+    does for a queue. Renders ``SELECT app_jobs.pause_task(:task_identifier)``."""
+    return _PAUSE_TASK.params(task_identifier=check.check_name("task_identifier", task_identifier))
+
+
+def resume_task(task_identifier: str) -> JobStatement:
+    """Let workers take jobs of task ``task_identifier`` again. Renders
+    ``SELECT app_jobs.resume_task(:task_identifier)``."""
+    return _RESUME_TASK.params(task_identifier=check.check_name("task_identifier", task_identifier))
 
 
 # --- Expressions ----------------------------------------------------------------------------

@@ -26,7 +26,17 @@ from sqlalchemy import (
 
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
-__all__ = ["job_queues", "jobs", "metadata", "migrations", "scheduled_jobs", "workers"]
+__all__ = [
+    "history_retention",
+    "job_history",
+    "job_queues",
+    "jobs",
+    "metadata",
+    "migrations",
+    "pauses",
+    "scheduled_jobs",
+    "workers",
+]
 
 #: The job schema's tables; keep it out of your own ``target_metadata``.
 metadata = MetaData(schema=DEFAULT_SCHEMA)
@@ -92,6 +102,52 @@ workers = Table(
     _timestamp("last_heartbeat", nullable=False),
     _timestamp("started_at", nullable=False),
     Column("info", JSON(none_as_null=True), nullable=False),
+)
+
+#: Finished jobs (schema version 2): one row per run to a finish, kept for as long as
+#: :data:`history_retention` says.
+job_history = Table(
+    "job_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("job_id", BigInteger, nullable=False),
+    Column("database_id", Uuid),
+    Column("task_identifier", Text, nullable=False),
+    Column("queue_name", Text),
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("key", Text),
+    Column("priority", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    _timestamp("created_at", nullable=False),
+    _timestamp("run_at", nullable=False),
+    _timestamp("first_started_at"),
+    _timestamp("started_at"),
+    _timestamp("finished_at", nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("last_error", Text),
+    Column("worker_id", Text),
+    _timestamp("expires_at"),
+)
+
+#: How long history rows are kept, by outcome, task and queue (schema version 2).
+history_retention = Table(
+    "history_retention",
+    metadata,
+    Column("task_identifier", Text),
+    Column("queue_name", Text),
+    Column("outcome", Text, nullable=False),
+    Column("keep", Interval),
+)
+
+#: Paused queues and tasks (schema version 2): kind is ``queue`` or ``task``.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    _timestamp("paused_at", nullable=False),
+    Column("paused_by", Text, nullable=False),
 )
 
 migrations = Table(

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PAYLOAD_BYTES",
+    "OUTCOMES",
     "check_access",
     "check_aware",
     "check_count",
@@ -30,9 +31,11 @@ __all__ = [
     "check_key",
     "check_list",
     "check_name",
+    "check_outcome",
     "check_payload",
     "check_positive",
     "check_priority",
+    "check_retention",
     "check_seconds",
     "check_tenant",
     "check_text",
@@ -225,6 +228,33 @@ def check_interval(argument: str, value: object) -> timedelta | None:
             argument,
             value,
             f"it must be a positive timedelta of at most {MAX_INTERVAL.days} days",
+        )
+    return value
+
+
+#: How a finished job ended, as job_history records it (schema version 2).
+OUTCOMES = ("completed", "failed", "cancelled", "discarded")
+
+
+def check_outcome(argument: str, value: object) -> str:
+    """An outcome of a finished job: one of :data:`OUTCOMES`."""
+    if value not in OUTCOMES:
+        raise InvalidArgumentError(argument, value, f"it must be one of {', '.join(OUTCOMES)}")
+    assert isinstance(value, str)
+    return value
+
+
+def check_retention(argument: str, value: object) -> timedelta | None:
+    """How long to keep history rows: a timedelta from zero (record nothing) to
+    :data:`MAX_INTERVAL`, or None (keep forever)."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_INTERVAL:
+        raise InvalidArgumentError(
+            argument,
+            value,
+            f"it must be a timedelta from 0 (record nothing) to {MAX_INTERVAL.days} days, "
+            "or None (keep forever)",
         )
     return value
 

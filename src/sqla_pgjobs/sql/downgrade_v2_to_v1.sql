@@ -1,12 +1,13 @@
 -- sqla-pgjobs schema: downgrade from version 2 to version 1.
 --
 -- Restores version 1 exactly: the functions version 2 replaced get their version 1
--- definitions back (copied verbatim from schema_v1.sql), and the helper version 2 added
--- is dropped. tests/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
+-- definitions back (copied verbatim from schema_v1.sql), and what version 2 added is
+-- dropped: the helpers, the pauses (paused queues and tasks run again), and the job
+-- history with its tables (the one thing a downgrade loses). tests/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
 -- downgraded again, has the catalog of a fresh version 1.
 --
 -- Like the upgrade, it runs online: CREATE OR REPLACE FUNCTION with unchanged signatures
--- and privileges, no table touched. What version 2 wrote stays valid under version 1: a
+-- and privileges, no table of version 1 touched. What version 2 wrote stays valid under version 1: a
 -- job detached from its key is one attempt beyond max_attempts, which version 1's
 -- release_jobs cannot make runnable either; a schedule fired with an explicit fire_time
 -- has that time as last_scheduled, as under version 1.
@@ -292,6 +293,133 @@ BEGIN
     RETURNING j.*
   )
   SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id;
+END
+$$;
+
+-- Complete (delete) the listed jobs that worker_id holds and free their queues. Jobs not
+-- held by worker_id are left alone (C1). Returns the completed jobs.
+CREATE OR REPLACE FUNCTION app_jobs.complete_job_batch(worker_id text, job_ids bigint[])
+RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  PERFORM app_jobs.assert_worker_id(complete_job_batch.worker_id);
+  RETURN QUERY
+  WITH done AS (
+    DELETE FROM app_jobs.jobs j
+     WHERE j.id = ANY (complete_job_batch.job_ids)
+       AND j.locked_by = complete_job_batch.worker_id
+    RETURNING j.*
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+     WHERE q.queue_name IN (SELECT d.queue_name FROM done d)
+       AND q.locked_by = complete_job_batch.worker_id
+  )
+  SELECT * FROM done;
+END
+$$;
+
+-- Fail the listed jobs that worker_id holds: record the error (a placeholder when it is
+-- NULL, C2), unlock, and push run_at back by exp(min(attempts, 10)) seconds. A job whose
+-- attempts are used up stays in the table, visibly failed. error_messages pairs with
+-- job_ids element by element (NULL: no messages).
+CREATE OR REPLACE FUNCTION app_jobs.fail_job_batch(
+  worker_id text,
+  job_ids bigint[],
+  error_messages text[] DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  PERFORM app_jobs.assert_worker_id(fail_job_batch.worker_id);
+  IF fail_job_batch.error_messages IS NOT NULL
+     AND cardinality(fail_job_batch.error_messages) <> coalesce(cardinality(fail_job_batch.job_ids), 0)
+  THEN
+    RAISE EXCEPTION 'fail_job_batch: error_messages has % elements but job_ids has %',
+      cardinality(fail_job_batch.error_messages), coalesce(cardinality(fail_job_batch.job_ids), 0)
+      USING ERRCODE = '22023', COLUMN = 'error_messages',
+            HINT = 'Pass one message per job id, or NULL.';
+  END IF;
+
+  RETURN QUERY
+  WITH failed AS (
+    UPDATE app_jobs.jobs j
+       SET last_error = coalesce(f.error_message, 'job failed without an error message'),
+           locked_by = NULL,
+           locked_at = NULL,
+           run_at = GREATEST(now(), j.run_at)
+                    + (exp(LEAST(j.attempts, 10))::text || ' seconds')::interval,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+      FROM unnest(fail_job_batch.job_ids, fail_job_batch.error_messages) AS f(id, error_message)
+     WHERE j.id = f.id
+       AND j.locked_by = fail_job_batch.worker_id
+    RETURNING j.*
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+     WHERE q.queue_name IN (SELECT f.queue_name FROM failed f)
+       AND q.locked_by = fail_job_batch.worker_id
+  )
+  SELECT * FROM failed;
+END
+$$;
+
+-- The earliest time a job could be taken (NULL: none known): the earliest run_at of the
+-- jobs not held, or the moment a silent worker's held jobs become recoverable. A worker
+-- with nothing to do sleeps until then instead of until its next poll (P5). One index
+-- probe per priority in use.
+CREATE OR REPLACE FUNCTION app_jobs.next_run_at(task_identifiers text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_priority integer;
+  v_first_run_at timestamptz;
+  v_run_at timestamptz;
+  -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
+  v_earliest timestamptz := (SELECT min(app_jobs.alive_until(w.last_heartbeat,
+                                                               w.heartbeat_timeout))
+                               FROM app_jobs.workers w
+                              WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
+                                             WHERE j.locked_by = w.worker_id
+                                               AND j.locked_at IS NOT NULL));
+BEGIN
+  -- As in get_jobs: the first entry of each priority, then (with a task filter) a search
+  -- from its run_at on, so the dead entries of unvacuumed jobs are walked only once.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+    FROM app_jobs.jobs j
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
+  WHILE v_priority IS NOT NULL LOOP
+    IF next_run_at.task_identifiers IS NULL THEN
+      v_run_at := v_first_run_at;
+    ELSE
+      SELECT j.run_at INTO v_run_at
+        FROM app_jobs.jobs j
+       WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+         AND j.priority = v_priority
+         AND j.run_at >= v_first_run_at
+         AND j.task_identifier = ANY (next_run_at.task_identifiers)
+       ORDER BY j.run_at
+       LIMIT 1;
+    END IF;
+    v_earliest := LEAST(v_earliest, v_run_at);
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
+  END LOOP;
+  RETURN v_earliest;
 END
 $$;
 
@@ -582,10 +710,24 @@ $$;
 -- What version 2 added
 --------------------------------------------------------------------------------------------
 
--- No function refers to it any more.
+-- No function refers to them any more. The history goes with its tables: a downgrade
+-- loses the history, and nothing else.
 DROP FUNCTION app_jobs.assert_interval(text, interval);
+DROP FUNCTION app_jobs.prune_job_history(integer, interval);
+DROP FUNCTION app_jobs.claim_maintenance(text, text, interval);
+DROP FUNCTION app_jobs.set_history_retention(text, interval, text, text);
+DROP FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean);
+DROP FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
+              app_jobs.pause_task(text), app_jobs.resume_task(text);
+DROP FUNCTION app_jobs.set_paused(text, text, boolean);
+DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
+DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
+DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz);
+DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
+  app_jobs.maintenance, app_jobs.pauses;
 
--- alive_until leaves the operator level: version 1's list, and the grants taken back.
+-- alive_until leaves the operator level: version 1's list, and the grants taken back (those
+-- of the functions and tables dropped above went with them).
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp

@@ -25,11 +25,20 @@
 -- 6. The operator level may execute alive_until, the schema's one rule for "is this
 --    worker alive", so that pgjobs status and other operator views use it instead of
 --    computing it again (roles that hold the level get it here).
+-- 7. Job history: every job that finishes (completed, or failed for good) gets a row in
+--    job_history, written by the function that finishes it, with an expiry from
+--    history_retention (per outcome, task and queue; zero records nothing);
+--    prune_job_history deletes expired rows in bounded batches. app_jobs.jobs and every
+--    function's signature and result stay as they were.
+-- 8. Paused queues and tasks: pause_queue / pause_task (and resume_*) record a pause in
+--    app_jobs.pauses; get_jobs (so also the reference's get_job) takes no job of a
+--    paused queue or task, and next_run_at does not count them.
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
--- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature, attributes
--- and privileges unchanged, plus one new internal function: no table is altered or
--- locked beyond ACCESS SHARE, and the row type of app_jobs.jobs stays the same. (A new
+-- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
+-- privileges unchanged (complete_jobs and permanently_fail_jobs become plpgsql), plus new
+-- functions and new tables: no table of version 1 is altered or locked beyond ACCESS
+-- SHARE, and the row type of app_jobs.jobs stays the same. (A new
 -- column would have been the obvious marker for fix 5, but it changes the row type, and
 -- a session holding a prepared "SELECT * FROM app_jobs.get_jobs(...)" or the worker's
 -- "j.*" cycle statement then fails on its next call with "cached plan must not change
@@ -72,6 +81,338 @@ BEGIN
   END IF;
 END
 $$;
+
+--------------------------------------------------------------------------------------------
+-- History (fix 7)
+--------------------------------------------------------------------------------------------
+
+-- One row per finished job: completed (complete_job, complete_job_batch, worker_cycle,
+-- complete_jobs), failed for good (its last attempt failed, its worker died on its last
+-- attempt, or permanently_fail_jobs). app_jobs.jobs keeps holding only unfinished jobs
+-- and, as before, jobs failed for good (visibly, until retried or deleted); each run to a
+-- finish adds a row here, so a failed job retried to completion has two.
+--
+-- Rows are written by the functions that finish jobs, in the statement that finishes
+-- them (a worker's cycle records its whole batch in the cycle's own statement), so the
+-- reference Node worker's completions are recorded too. expires_at comes from
+-- history_retention when the row is written: prune_job_history deletes rows past it.
+CREATE TABLE app_jobs.job_history (
+  id bigint GENERATED ALWAYS AS IDENTITY,
+  job_id bigint NOT NULL,
+  database_id uuid,
+  task_identifier text NOT NULL,
+  queue_name text,
+  payload json NOT NULL,
+  key text,
+  priority integer NOT NULL,
+  attempts integer NOT NULL,
+  max_attempts integer NOT NULL,
+  created_at timestamptz NOT NULL,
+  run_at timestamptz NOT NULL,
+  -- The start of the earliest attempt that ended in a recorded way (failed and retried,
+  -- or finished): attempts cut short by a crash or a release leave no start behind.
+  first_started_at timestamptz,
+  -- The start of the last attempt (NULL for a job that never ran, e.g. failed by hand).
+  started_at timestamptz,
+  finished_at timestamptz NOT NULL,
+  outcome text NOT NULL,
+  last_error text,
+  -- The worker that held the job when it finished (NULL when none did).
+  worker_id text,
+  -- When prune_job_history may delete the row (NULL: never).
+  expires_at timestamptz,
+  CONSTRAINT job_history_pkey PRIMARY KEY (id),
+  CONSTRAINT job_history_outcome_check
+    CHECK (outcome IN ('completed', 'failed', 'cancelled', 'discarded'))
+);
+
+-- "What happened to job 42": pgjobs jobs show and the history of one job.
+CREATE INDEX job_history_job_id_idx ON app_jobs.job_history (job_id);
+-- prune_job_history reads the oldest expired rows off this index, in batches.
+CREATE INDEX job_history_expires_at_idx ON app_jobs.job_history (expires_at)
+  WHERE expires_at IS NOT NULL;
+
+-- How long history rows are kept, by outcome, for every task and queue (task_identifier
+-- and queue_name NULL) or for one task, one queue, or one task in one queue. The most
+-- specific rule wins (a task's rule over a queue's, a queue's over the default). keep:
+-- an interval; NULL keeps the rows forever; zero records nothing. The defaults: completed
+-- and cancelled jobs 1 day (enough to answer "did it run, when, how long": they are the
+-- bulk of the rows), failed 14 days (long enough to notice over a weekend or a holiday
+-- and retry), discarded 7 days.
+CREATE TABLE app_jobs.history_retention (
+  task_identifier text,
+  queue_name text,
+  outcome text NOT NULL,
+  keep interval,
+  CONSTRAINT history_retention_key UNIQUE NULLS NOT DISTINCT (task_identifier, queue_name, outcome),
+  CONSTRAINT history_retention_outcome_check
+    CHECK (outcome IN ('completed', 'failed', 'cancelled', 'discarded')),
+  CONSTRAINT history_retention_keep_check
+    CHECK (keep >= interval '0' AND keep <= interval '365000 days')
+);
+
+INSERT INTO app_jobs.history_retention (outcome, keep) VALUES
+  ('completed', interval '1 day'),
+  ('failed', interval '14 days'),
+  ('cancelled', interval '1 day'),
+  ('discarded', interval '7 days');
+
+-- The start of the first attempt of jobs that failed and will be retried (a row only for
+-- those: rare, and gone when the job is recorded in job_history).
+CREATE TABLE app_jobs.job_first_starts (
+  job_id bigint NOT NULL,
+  started_at timestamptz NOT NULL,
+  CONSTRAINT job_first_starts_pkey PRIMARY KEY (job_id)
+);
+
+-- A finished job as it was when it ended: its lock names its holder and the start of its
+-- last attempt, and run_at when it was due, all of which the finishing statement may have
+-- changed in the table already (NULL arguments leave the job's own values).
+CREATE FUNCTION app_jobs.as_finished(
+  job app_jobs.jobs,
+  started_at timestamptz,
+  worker_id text,
+  run_at timestamptz DEFAULT NULL
+) RETURNS app_jobs.jobs
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT jsonb_populate_record(as_finished.job,
+                               jsonb_strip_nulls(jsonb_build_object(
+                                 'locked_at', as_finished.started_at,
+                                 'locked_by', as_finished.worker_id,
+                                 'run_at', as_finished.run_at)));
+$$;
+
+-- Record jobs that ended with outcome (each as it was when it ended, see as_finished),
+-- with the expiry of the most specific retention rule; none when that rule keeps nothing.
+-- The rows of one call get ids in job id order.
+CREATE FUNCTION app_jobs.record_history(outcome text, finished app_jobs.jobs[])
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH starts AS (
+    DELETE FROM app_jobs.job_first_starts s
+     WHERE s.job_id IN (SELECT f.id FROM unnest(record_history.finished) f)
+    RETURNING s.job_id, s.started_at
+  )
+  INSERT INTO app_jobs.job_history (
+    job_id, database_id, task_identifier, queue_name, payload, key, priority, attempts,
+    max_attempts, created_at, run_at, first_started_at, started_at, finished_at, outcome,
+    last_error, worker_id, expires_at
+  )
+  SELECT f.id, f.database_id, f.task_identifier, f.queue_name, f.payload, f.key, f.priority,
+         f.attempts, f.max_attempts, f.created_at, f.run_at,
+         coalesce(s.started_at, f.locked_at), f.locked_at, now(), record_history.outcome,
+         f.last_error, f.locked_by, now() + r.keep
+    FROM unnest(record_history.finished) f
+    LEFT JOIN starts s ON s.job_id = f.id
+    LEFT JOIN LATERAL (
+      SELECT h.keep
+        FROM app_jobs.history_retention h
+       WHERE h.outcome = record_history.outcome
+         AND (h.task_identifier IS NULL OR h.task_identifier = f.task_identifier)
+         AND (h.queue_name IS NULL OR h.queue_name = f.queue_name)
+       ORDER BY h.task_identifier IS NULL, h.queue_name IS NULL
+       LIMIT 1
+    ) r ON true
+   WHERE r.keep IS DISTINCT FROM interval '0'
+   ORDER BY f.id;
+$$;
+
+-- Set how long history rows of outcome are kept (see history_retention), for every task
+-- and queue, one task, one queue, or one task in one queue; keep NULL: forever, zero:
+-- not recorded. Applies to rows recorded from now on (prune_job_history's older_than
+-- removes older rows by age). Returns the rule as stored.
+CREATE FUNCTION app_jobs.set_history_retention(
+  outcome text,
+  keep interval,
+  task_identifier text DEFAULT NULL,
+  queue_name text DEFAULT NULL
+) RETURNS app_jobs.history_retention
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_rule app_jobs.history_retention;
+BEGIN
+  IF set_history_retention.outcome IS NULL
+     OR set_history_retention.outcome NOT IN ('completed', 'failed', 'cancelled', 'discarded')
+  THEN
+    RAISE EXCEPTION 'outcome % is not one of completed, failed, cancelled, discarded',
+      quote_nullable(set_history_retention.outcome)
+      USING ERRCODE = '22023', COLUMN = 'outcome';
+  END IF;
+  IF set_history_retention.keep < interval '0'
+     OR set_history_retention.keep > interval '365000 days'
+  THEN
+    RAISE EXCEPTION 'keep must be zero (record nothing), NULL (keep forever) or a positive interval of at most 365000 days, got %',
+      set_history_retention.keep
+      USING ERRCODE = '22023', COLUMN = 'keep';
+  END IF;
+  INSERT INTO app_jobs.history_retention AS h (task_identifier, queue_name, outcome, keep)
+  VALUES (set_history_retention.task_identifier, set_history_retention.queue_name,
+          set_history_retention.outcome, set_history_retention.keep)
+  ON CONFLICT ON CONSTRAINT history_retention_key DO UPDATE SET keep = excluded.keep
+  RETURNING h.* INTO v_rule;
+  RETURN v_rule;
+END
+$$;
+
+-- Periodic upkeep that one process at a time should do (pruning the history): when each
+-- task last ran, and by whom. claim_maintenance hands it out.
+CREATE TABLE app_jobs.maintenance (
+  name text NOT NULL,
+  last_run_at timestamptz NOT NULL,
+  last_run_by text,
+  CONSTRAINT maintenance_pkey PRIMARY KEY (name)
+);
+
+INSERT INTO app_jobs.maintenance (name, last_run_at) VALUES ('prune_job_history', 'epoch');
+
+-- True for exactly one caller per interval `every`: the one that finds the task's last
+-- run at least that long ago records itself as running it now (the row lock makes a
+-- concurrent caller wait and then see the new time). An unknown task is refused.
+CREATE FUNCTION app_jobs.claim_maintenance(name text, worker_id text, every interval)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_claimed boolean;
+BEGIN
+  PERFORM app_jobs.assert_worker_id(claim_maintenance.worker_id);
+  PERFORM app_jobs.assert_interval('every', claim_maintenance.every);
+  UPDATE app_jobs.maintenance m
+     SET last_run_at = now(), last_run_by = claim_maintenance.worker_id
+   WHERE m.name = claim_maintenance.name
+     AND m.last_run_at <= now() - claim_maintenance.every
+  RETURNING true INTO v_claimed;
+  IF v_claimed IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.maintenance m
+                                        WHERE m.name = claim_maintenance.name) THEN
+    RAISE EXCEPTION 'maintenance task % is not one of: prune_job_history',
+      quote_nullable(claim_maintenance.name)
+      USING ERRCODE = '22023', COLUMN = 'name';
+  END IF;
+  RETURN coalesce(v_claimed, false);
+END
+$$;
+
+-- Delete up to max_rows history rows: those past their expiry, or, with older_than, those
+-- that finished longer ago than that whatever their expiry. One call is one batch, so
+-- that the locks it takes are bounded by max_rows; call it until it returns less than
+-- max_rows (sqla_pgjobs' prune does, pausing between batches). Rows another pruner is
+-- deleting are skipped. Returns how many rows were deleted.
+CREATE FUNCTION app_jobs.prune_job_history(
+  max_rows integer DEFAULT 10000,
+  older_than interval DEFAULT NULL
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_max integer := coalesce(prune_job_history.max_rows, 10000);
+  v_deleted integer;
+BEGIN
+  PERFORM app_jobs.assert_positive('max_rows', v_max);
+  IF prune_job_history.older_than IS NULL THEN
+    -- By ctid (a TID scan of the rows just locked): with "id IN (...)" the planner
+    -- hashed the batch and scanned the whole table for it, 20 times slower at 1M rows.
+    DELETE FROM app_jobs.job_history h
+     WHERE h.ctid = ANY (ARRAY(SELECT e.ctid FROM app_jobs.job_history e
+                                WHERE e.expires_at <= now()
+                                ORDER BY e.expires_at
+                                LIMIT v_max
+                                  FOR UPDATE SKIP LOCKED));
+  ELSE
+    PERFORM app_jobs.assert_interval('older_than', prune_job_history.older_than);
+    -- By id: ids grow with finishing time closely enough that the oldest ids go first.
+    DELETE FROM app_jobs.job_history h
+     WHERE h.ctid = ANY (ARRAY(SELECT e.ctid FROM app_jobs.job_history e
+                                WHERE e.finished_at < now() - prune_job_history.older_than
+                                ORDER BY e.id
+                                LIMIT v_max
+                                  FOR UPDATE SKIP LOCKED));
+  END IF;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  -- First starts of jobs that are gone without a history row (deleted by hand).
+  DELETE FROM app_jobs.job_first_starts s
+   WHERE s.job_id IN (SELECT f.job_id FROM app_jobs.job_first_starts f
+                       WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs j WHERE j.id = f.job_id)
+                       LIMIT v_max
+                         FOR UPDATE SKIP LOCKED);
+  RETURN v_deleted;
+END
+$$;
+
+--------------------------------------------------------------------------------------------
+-- Paused queues and tasks (fix 8)
+--------------------------------------------------------------------------------------------
+
+-- Queues and tasks no worker takes jobs of (get_jobs, and so the reference's get_job, skip
+-- them; next_run_at does not wake a worker for them). Jobs keep coming in, and running
+-- ones finish; resuming makes the waiting ones runnable at once.
+CREATE TABLE app_jobs.pauses (
+  kind text NOT NULL,
+  name text NOT NULL,
+  paused_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  paused_by name NOT NULL DEFAULT pg_catalog.session_user(),
+  CONSTRAINT pauses_pkey PRIMARY KEY (kind, name),
+  CONSTRAINT pauses_kind_check CHECK (kind IN ('queue', 'task')),
+  CONSTRAINT pauses_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 126)
+);
+
+-- Pause (paused = true) or resume the queue or task `name`; returns whether that changed
+-- anything (false: it already was so). A resume wakes the workers.
+CREATE FUNCTION app_jobs.set_paused(kind text, name text, paused boolean)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_changed integer;
+  v_argument text := CASE set_paused.kind WHEN 'queue' THEN 'queue_name' ELSE 'task_identifier' END;
+BEGIN
+  IF set_paused.name IS NULL OR length(set_paused.name) NOT BETWEEN 1 AND 126 THEN
+    RAISE EXCEPTION '% must be a text of 1 to 126 characters, got %', v_argument,
+      quote_nullable(set_paused.name)
+      USING ERRCODE = '22023', COLUMN = v_argument;
+  END IF;
+  IF set_paused.paused THEN
+    INSERT INTO app_jobs.pauses (kind, name) VALUES (set_paused.kind, set_paused.name)
+    ON CONFLICT ON CONSTRAINT pauses_pkey DO NOTHING;
+  ELSE
+    DELETE FROM app_jobs.pauses p WHERE p.kind = set_paused.kind AND p.name = set_paused.name;
+  END IF;
+  GET DIAGNOSTICS v_changed = ROW_COUNT;
+  IF v_changed > 0 AND NOT set_paused.paused THEN
+    PERFORM pg_notify('jobs:insert', '');
+  END IF;
+  RETURN v_changed > 0;
+END
+$$;
+
+CREATE FUNCTION app_jobs.pause_queue(queue_name text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('queue', pause_queue.queue_name, true) $$;
+
+CREATE FUNCTION app_jobs.resume_queue(queue_name text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('queue', resume_queue.queue_name, false) $$;
+
+CREATE FUNCTION app_jobs.pause_task(task_identifier text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('task', pause_task.task_identifier, true) $$;
+
+CREATE FUNCTION app_jobs.resume_task(task_identifier text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT app_jobs.set_paused('task', resume_task.task_identifier, false) $$;
 
 --------------------------------------------------------------------------------------------
 -- Enqueueing
@@ -169,7 +510,8 @@ $$;
 -- than their heartbeat_timeout (given up for dead: their row goes too), and holders that
 -- never registered (the reference Node worker) whose lock is older than job_expiry. A
 -- registered worker that is alive keeps its jobs whatever their age. The interrupted
--- attempt counts; last_error says what happened.
+-- attempt counts; last_error says what happened. Version 2: a job whose interrupted
+-- attempt was its last is recorded in job_history (failed).
 CREATE OR REPLACE FUNCTION app_jobs.recover_jobs(job_expiry interval DEFAULT interval '4 hours')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -180,6 +522,7 @@ DECLARE
   v_now timestamptz := now();
   v_expiry interval := coalesce(recover_jobs.job_expiry, interval '4 hours');
   v_dead text[];
+  v_ended app_jobs.jobs[];
 BEGIN
   -- Before anything is written (get_jobs calls this first, and so refuses the same way).
   PERFORM app_jobs.assert_interval('job_expiry', v_expiry);
@@ -204,6 +547,11 @@ BEGIN
                                   < v_now
                               FOR UPDATE SKIP LOCKED)
     RETURNING w.worker_id, w.last_heartbeat
+  ), held AS (
+    -- The jobs as they are before freed unlocks them (one snapshot for the whole WITH).
+    SELECT j.id, j.locked_at, j.locked_by
+      FROM app_jobs.jobs j JOIN gone g ON j.locked_by = g.worker_id
+     WHERE j.locked_at IS NOT NULL
   ), freed AS (
     UPDATE app_jobs.jobs j
        SET locked_by = NULL,
@@ -211,10 +559,18 @@ BEGIN
            last_error = format('worker %s stopped heartbeating (last heartbeat %s)',
                                g.worker_id, g.last_heartbeat),
            updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
-      FROM gone g
-     WHERE j.locked_by = g.worker_id AND j.locked_at IS NOT NULL
+      FROM gone g, held h
+     WHERE j.locked_by = g.worker_id AND j.locked_at IS NOT NULL AND h.id = j.id
+    RETURNING j AS job, h.locked_at AS started_at, h.locked_by AS worker_id
   )
-  SELECT array_agg(g.worker_id) INTO v_dead FROM gone g;
+  SELECT (SELECT array_agg(g.worker_id) FROM gone g),
+         (SELECT array_agg(app_jobs.as_finished(f.job, f.started_at, f.worker_id))
+            FROM freed f
+           WHERE (f.job).attempts >= (f.job).max_attempts)
+    INTO v_dead, v_ended;
+  IF v_ended IS NOT NULL THEN
+    PERFORM app_jobs.record_history('failed', v_ended);
+  END IF;
 
   IF v_dead IS NOT NULL THEN
     UPDATE app_jobs.job_queues q
@@ -222,22 +578,34 @@ BEGIN
      WHERE q.locked_by = ANY (v_dead);
   END IF;
 
-  UPDATE app_jobs.jobs j
-     SET locked_by = NULL,
-         locked_at = NULL,
-         last_error = format('lock held by %s since %s expired after %s',
-                             j.locked_by, j.locked_at, v_expiry),
-         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
-   WHERE j.id IN (SELECT e.id
-                    FROM app_jobs.jobs e
-                   WHERE e.locked_at < v_now - v_expiry
-                     AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
-                                      WHERE w.worker_id = e.locked_by)
-                   -- ORDER BY keeps the plan on jobs_locked_at_idx: a generic plan with a
-                   -- plain LIMIT chose a sequential scan of the whole table.
-                   ORDER BY e.locked_at
-                   LIMIT 1000
-                     FOR UPDATE SKIP LOCKED);
+  WITH expired AS (
+    SELECT e.id, e.locked_at, e.locked_by
+      FROM app_jobs.jobs e
+     WHERE e.locked_at < v_now - v_expiry
+       AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w WHERE w.worker_id = e.locked_by)
+     -- ORDER BY keeps the plan on jobs_locked_at_idx: a generic plan with a plain LIMIT
+     -- chose a sequential scan of the whole table.
+     ORDER BY e.locked_at
+     LIMIT 1000
+       FOR UPDATE SKIP LOCKED
+  ), freed AS (
+    UPDATE app_jobs.jobs j
+       SET locked_by = NULL,
+           locked_at = NULL,
+           last_error = format('lock held by %s since %s expired after %s',
+                               x.locked_by, x.locked_at, v_expiry),
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+      FROM expired x
+     WHERE j.id = x.id
+    RETURNING j AS job, x.locked_at AS started_at, x.locked_by AS worker_id
+  )
+  SELECT array_agg(app_jobs.as_finished(f.job, f.started_at, f.worker_id))
+    INTO v_ended
+    FROM freed f
+   WHERE (f.job).attempts >= (f.job).max_attempts;
+  IF v_ended IS NOT NULL THEN
+    PERFORM app_jobs.record_history('failed', v_ended);
+  END IF;
 END
 $$;
 
@@ -251,6 +619,9 @@ $$;
 -- then candidates are read from jobs_available_idx one priority at a time, walking only the
 -- due part of each priority, so dead, locked and future jobs are never visited. Queue rows
 -- are read without a lock and row-locked only for a queue this call actually takes.
+--
+-- Paused queues and tasks (version 2, fix 8) are skipped: their due jobs are walked past
+-- like those of tasks a worker does not handle.
 --
 -- One statement per priority (version 2): the priority's first runnable entry (its head)
 -- and its candidates come from one cursor, so from one snapshot. Version 1 read the head
@@ -281,6 +652,9 @@ DECLARE
   v_cursor refcursor;
   v_candidate record;
   v_queue record;
+  -- Paused queues and tasks (version 2): read once per call, from a tiny table.
+  v_paused_queues text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'queue');
+  v_paused_tasks text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'task');
 BEGIN
   PERFORM app_jobs.assert_worker_id(get_jobs.worker_id);
   PERFORM app_jobs.assert_positive('max_jobs', v_limit);
@@ -323,6 +697,8 @@ BEGIN
              AND j.run_at <= v_now
              AND (get_jobs.task_identifiers IS NULL
                   OR j.task_identifier = ANY (get_jobs.task_identifiers))
+             AND NOT (j.task_identifier = ANY (v_paused_tasks))
+             AND (j.queue_name IS NULL OR NOT (j.queue_name = ANY (v_paused_queues)))
            ORDER BY j.run_at, j.id
              FOR UPDATE SKIP LOCKED
         ) AS c ON true;
@@ -393,6 +769,110 @@ BEGIN
 END
 $$;
 
+-- Complete (delete) the listed jobs that worker_id holds and free their queues. Jobs not
+-- held by worker_id are left alone (C1). Returns the completed jobs. Version 2: records
+-- them in job_history (completed).
+CREATE OR REPLACE FUNCTION app_jobs.complete_job_batch(worker_id text, job_ids bigint[])
+RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_done app_jobs.jobs[];
+BEGIN
+  PERFORM app_jobs.assert_worker_id(complete_job_batch.worker_id);
+  WITH done AS (
+    DELETE FROM app_jobs.jobs j
+     WHERE j.id = ANY (complete_job_batch.job_ids)
+       AND j.locked_by = complete_job_batch.worker_id
+    RETURNING j.*
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+     WHERE q.queue_name IN (SELECT d.queue_name FROM done d)
+       AND q.locked_by = complete_job_batch.worker_id
+  )
+  SELECT array_agg(d) INTO v_done FROM done d;
+  IF v_done IS NOT NULL THEN
+    PERFORM app_jobs.record_history('completed', v_done);
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_done);
+END
+$$;
+
+-- Fail the listed jobs that worker_id holds: record the error (a placeholder when it is
+-- NULL, C2), unlock, and push run_at back by exp(min(attempts, 10)) seconds. A job whose
+-- attempts are used up stays in the table, visibly failed. error_messages pairs with
+-- job_ids element by element (NULL: no messages). Version 2: a job whose attempts are
+-- used up is recorded in job_history (failed); one that will be retried keeps the start
+-- of its first attempt for its history row (job_first_starts).
+CREATE OR REPLACE FUNCTION app_jobs.fail_job_batch(
+  worker_id text,
+  job_ids bigint[],
+  error_messages text[] DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_failed app_jobs.jobs[];
+  v_ended app_jobs.jobs[];
+BEGIN
+  PERFORM app_jobs.assert_worker_id(fail_job_batch.worker_id);
+  IF fail_job_batch.error_messages IS NOT NULL
+     AND cardinality(fail_job_batch.error_messages) <> coalesce(cardinality(fail_job_batch.job_ids), 0)
+  THEN
+    RAISE EXCEPTION 'fail_job_batch: error_messages has % elements but job_ids has %',
+      cardinality(fail_job_batch.error_messages), coalesce(cardinality(fail_job_batch.job_ids), 0)
+      USING ERRCODE = '22023', COLUMN = 'error_messages',
+            HINT = 'Pass one message per job id, or NULL.';
+  END IF;
+
+  WITH held AS (
+    SELECT j.id, j.locked_at, j.run_at
+      FROM app_jobs.jobs j
+     WHERE j.id = ANY (fail_job_batch.job_ids)
+       AND j.locked_by = fail_job_batch.worker_id
+       FOR UPDATE
+  ), failed AS (
+    UPDATE app_jobs.jobs j
+       SET last_error = coalesce(f.error_message, 'job failed without an error message'),
+           locked_by = NULL,
+           locked_at = NULL,
+           run_at = GREATEST(now(), j.run_at)
+                    + (exp(LEAST(j.attempts, 10))::text || ' seconds')::interval,
+           updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+      FROM unnest(fail_job_batch.job_ids, fail_job_batch.error_messages) AS f(id, error_message),
+           held h
+     WHERE j.id = f.id AND h.id = f.id
+    RETURNING j AS job, h.locked_at AS started_at, h.run_at AS due_at
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+     WHERE q.queue_name IN (SELECT (f.job).queue_name FROM failed f)
+       AND q.locked_by = fail_job_batch.worker_id
+  ), retried AS (
+    INSERT INTO app_jobs.job_first_starts (job_id, started_at)
+    SELECT (f.job).id, f.started_at
+      FROM failed f
+     WHERE (f.job).attempts < (f.job).max_attempts AND f.started_at IS NOT NULL
+    ON CONFLICT (job_id) DO NOTHING
+  )
+  SELECT array_agg(f.job),
+         array_agg(app_jobs.as_finished(f.job, f.started_at, fail_job_batch.worker_id,
+                                        f.due_at))
+           FILTER (WHERE (f.job).attempts >= (f.job).max_attempts)
+    INTO v_failed, v_ended
+    FROM failed f;
+  IF v_ended IS NOT NULL THEN
+    PERFORM app_jobs.record_history('failed', v_ended);
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_failed);
+END
+$$;
+
 -- A worker's cycle in one statement, so in one round trip and one transaction: record the
 -- jobs it finished (complete_job_batch, fail_job_batch), then take up to max_jobs more
 -- (get_jobs; none when max_jobs is 0). completed and failed count the results recorded (a
@@ -455,6 +935,67 @@ BEGIN
 END
 $$;
 
+-- The earliest time a job (of these tasks) could be taken, so that an idle worker knows how
+-- long to sleep. Version 2: jobs of paused queues and tasks do not count (a worker would
+-- otherwise wake at once, again and again, for jobs it may not take).
+CREATE OR REPLACE FUNCTION app_jobs.next_run_at(task_identifiers text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_priority integer;
+  v_first_run_at timestamptz;
+  v_run_at timestamptz;
+  v_paused_queues text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'queue');
+  v_paused_tasks text[] := ARRAY(SELECT p.name FROM app_jobs.pauses p WHERE p.kind = 'task');
+  v_filtered boolean := next_run_at.task_identifiers IS NOT NULL
+                        OR cardinality(v_paused_queues) > 0 OR cardinality(v_paused_tasks) > 0;
+  -- A silent worker's jobs become takeable when its heartbeat timeout runs out.
+  v_earliest timestamptz := (SELECT min(app_jobs.alive_until(w.last_heartbeat,
+                                                               w.heartbeat_timeout))
+                               FROM app_jobs.workers w
+                              WHERE EXISTS (SELECT 1 FROM app_jobs.jobs j
+                                             WHERE j.locked_by = w.worker_id
+                                               AND j.locked_at IS NOT NULL));
+BEGIN
+  -- As in get_jobs: the first entry of each priority, then (with a task filter or pauses)
+  -- a search from its run_at on, so the dead entries of unvacuumed jobs are walked only
+  -- once.
+  SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+    FROM app_jobs.jobs j
+   WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+   ORDER BY j.priority, j.run_at, j.id
+   LIMIT 1;
+  WHILE v_priority IS NOT NULL LOOP
+    IF NOT v_filtered THEN
+      v_run_at := v_first_run_at;
+    ELSE
+      SELECT j.run_at INTO v_run_at
+        FROM app_jobs.jobs j
+       WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+         AND j.priority = v_priority
+         AND j.run_at >= v_first_run_at
+         AND (next_run_at.task_identifiers IS NULL
+              OR j.task_identifier = ANY (next_run_at.task_identifiers))
+         AND NOT (j.task_identifier = ANY (v_paused_tasks))
+         AND (j.queue_name IS NULL OR NOT (j.queue_name = ANY (v_paused_queues)))
+       ORDER BY j.run_at
+       LIMIT 1;
+    END IF;
+    v_earliest := LEAST(v_earliest, v_run_at);
+    SELECT j.priority, j.run_at INTO v_priority, v_first_run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL AND j.attempts < j.max_attempts
+       AND j.priority > v_priority
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT 1;
+  END LOOP;
+  RETURN v_earliest;
+END
+$$;
+
 --------------------------------------------------------------------------------------------
 -- Administration: any job no worker holds. A job counts as held while its worker is alive
 -- (heartbeating), or, for a worker that never heartbeats, until its lock is older than
@@ -462,7 +1003,47 @@ $$;
 -- first, whatever the jobs.
 --------------------------------------------------------------------------------------------
 
+-- Remove the listed jobs that no live worker holds (all of them with force), free their
+-- queues, and record them in job_history with outcome: what complete_jobs and
+-- discard_jobs do (version 2). Returns the removed jobs.
+CREATE FUNCTION app_jobs.remove_jobs(
+  outcome text,
+  job_ids bigint[],
+  job_expiry interval,
+  force boolean
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_expiry interval := coalesce(remove_jobs.job_expiry, interval '4 hours');
+  v_done app_jobs.jobs[];
+BEGIN
+  PERFORM app_jobs.assert_interval('job_expiry', v_expiry);
+  WITH done AS (
+    DELETE FROM app_jobs.jobs j
+     WHERE j.id = ANY (remove_jobs.job_ids)
+       AND (remove_jobs.force IS TRUE
+            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by, now() - v_expiry))
+    RETURNING j.*
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+      FROM done d
+     WHERE q.queue_name = d.queue_name AND q.locked_by = d.locked_by
+  )
+  SELECT array_agg(d) INTO v_done FROM done d;
+  IF v_done IS NOT NULL THEN
+    PERFORM app_jobs.record_history(remove_jobs.outcome, v_done);
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_done);
+END
+$$;
+
 -- C9: the expiry is a parameter (the reference hard-coded 4 hours) and queues are freed.
+-- Version 2: the jobs are recorded in job_history (completed), with the worker that held
+-- them, if any (a stale or forced lock).
 CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(
   job_ids bigint[],
   job_expiry interval DEFAULT interval '4 hours',
@@ -472,28 +1053,14 @@ LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
-  SELECT app_jobs.assert_interval('job_expiry',
-                                  coalesce(complete_jobs.job_expiry, interval '4 hours'));
-  WITH done AS (
-    DELETE FROM app_jobs.jobs j
-     WHERE j.id = ANY (complete_jobs.job_ids)
-       AND (complete_jobs.force IS TRUE
-            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
-                                         now() - coalesce(complete_jobs.job_expiry, interval '4 hours')))
-    RETURNING j.*
-  ), freed AS (
-    UPDATE app_jobs.job_queues q
-       SET locked_by = NULL, locked_at = NULL
-      FROM done d
-     WHERE q.queue_name = d.queue_name AND q.locked_by = d.locked_by
-  )
-  SELECT * FROM done;
+  SELECT * FROM app_jobs.remove_jobs('completed', complete_jobs.job_ids,
+                                     complete_jobs.job_expiry, complete_jobs.force);
 $$;
 
--- C9: the stale lock is cleared too, so a later release_jobs cannot revive the job.
-CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
+-- Version 2: delete the listed jobs without running them, as complete_jobs does, but
+-- record them as discarded (pgjobs jobs delete).
+CREATE FUNCTION app_jobs.discard_jobs(
   job_ids bigint[],
-  error_message text DEFAULT NULL,
   job_expiry interval DEFAULT interval '4 hours',
   force boolean DEFAULT false
 ) RETURNS SETOF app_jobs.jobs
@@ -501,15 +1068,35 @@ LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
-  SELECT app_jobs.assert_interval('job_expiry',
-                                  coalesce(permanently_fail_jobs.job_expiry, interval '4 hours'));
+  SELECT * FROM app_jobs.remove_jobs('discarded', discard_jobs.job_ids,
+                                     discard_jobs.job_expiry, discard_jobs.force);
+$$;
+
+-- C9: the stale lock is cleared too, so a later release_jobs cannot revive the job.
+-- Version 2: the jobs are recorded in job_history (failed), unless they had already failed
+-- for good.
+CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
+  job_ids bigint[],
+  error_message text DEFAULT NULL,
+  job_expiry interval DEFAULT interval '4 hours',
+  force boolean DEFAULT false
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_expiry interval := coalesce(permanently_fail_jobs.job_expiry, interval '4 hours');
+  v_failed app_jobs.jobs[];
+  v_ended app_jobs.jobs[];
+BEGIN
+  PERFORM app_jobs.assert_interval('job_expiry', v_expiry);
   WITH stale AS (
-    SELECT j.id, j.queue_name, j.locked_by
+    SELECT j.id, j.queue_name, j.locked_at, j.locked_by, j.attempts < j.max_attempts AS ends
       FROM app_jobs.jobs j
      WHERE j.id = ANY (permanently_fail_jobs.job_ids)
        AND (permanently_fail_jobs.force IS TRUE
-            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
-                                         now() - coalesce(permanently_fail_jobs.job_expiry, interval '4 hours')))
+            OR NOT app_jobs.lock_is_held(j.locked_at, j.locked_by, now() - v_expiry))
        FOR UPDATE
   ), failed AS (
     UPDATE app_jobs.jobs j
@@ -520,14 +1107,23 @@ AS $$
            updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
       FROM stale s
      WHERE j.id = s.id
-    RETURNING j.*
+    RETURNING j AS job, s.locked_at AS started_at, s.locked_by AS worker_id, s.ends
   ), freed AS (
     UPDATE app_jobs.job_queues q
        SET locked_by = NULL, locked_at = NULL
       FROM stale s
      WHERE q.queue_name = s.queue_name AND q.locked_by = s.locked_by
   )
-  SELECT * FROM failed;
+  -- A job that had already failed for good was recorded then.
+  SELECT array_agg(f.job),
+         array_agg(app_jobs.as_finished(f.job, f.started_at, f.worker_id)) FILTER (WHERE f.ends)
+    INTO v_failed, v_ended
+    FROM failed f;
+  IF v_ended IS NOT NULL THEN
+    PERFORM app_jobs.record_history('failed', v_ended);
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_failed);
+END
 $$;
 
 -- Change run_at, priority, attempts or max_attempts (NULL: keep) of jobs that are not
@@ -749,10 +1345,26 @@ $$;
 -- The new helper is internal: only the schema's SECURITY DEFINER functions call it, with
 -- the owner's rights, so no access level needs it and PUBLIC gets nothing.
 REVOKE ALL ON FUNCTION app_jobs.assert_interval(text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz)
+  FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.record_history(text, app_jobs.jobs[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.discard_jobs(bigint[], interval, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.set_history_retention(text, interval, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.prune_job_history(integer, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.claim_maintenance(text, text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.set_paused(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
+                       app_jobs.pause_task(text), app_jobs.resume_task(text) FROM PUBLIC;
+REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
+              app_jobs.maintenance, app_jobs.pauses
+  FROM PUBLIC;
 
--- The operator level gains alive_until (fix 6): grant_access lists it from now on, and the
--- roles that already hold the level (they can execute complete_jobs, an operator-only
--- function) get it now.
+-- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs and
+-- the pause and resume functions (fix 8), and reads the new tables; the worker level gains prune_job_history and
+-- claim_maintenance (fix 7: workers prune, one at a time). grant_access lists them from
+-- now on, and the roles that already hold a level get them now: those that can execute
+-- complete_job_batch hold the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -777,8 +1389,10 @@ BEGIN
       ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2), ('worker_cycle', 2),
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
+      ('prune_job_history', 2), ('claim_maintenance', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
-      ('alive_until', 3)
+      ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
+      ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3)
     ) AS f(name, rank) ON f.name = p.proname
    WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
@@ -793,21 +1407,37 @@ DECLARE
   -- identifier only): the namespace of the jobs row type.
   v_schema oid := (SELECT t.typnamespace FROM pg_catalog.pg_type t
                     WHERE t.oid = pg_catalog.pg_typeof(NULL::app_jobs.jobs));
-  v_alive_until regprocedure;
-  v_role name;
+  v_grant record;
 BEGIN
-  SELECT p.oid INTO v_alive_until FROM pg_catalog.pg_proc p
-   WHERE p.pronamespace = v_schema AND p.proname = 'alive_until';
-  FOR v_role IN
-    SELECT DISTINCT r.rolname
-      FROM pg_catalog.pg_proc p,
+  -- Who holds a level, and what it gains: a function or a table of this schema, by name.
+  FOR v_grant IN
+    SELECT DISTINCT r.rolname, g.kind,
+           coalesce((SELECT f.oid::regprocedure::text FROM pg_catalog.pg_proc f
+                      WHERE f.pronamespace = v_schema AND f.proname = g.name),
+                    (SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+                      WHERE c.relnamespace = v_schema AND c.relname = g.name)) AS object
+      FROM (VALUES ('complete_job_batch', 'EXECUTE ON FUNCTION', 'prune_job_history'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'claim_maintenance'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'alive_until'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'set_history_retention'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'discard_jobs'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'job_history'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'history_retention'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'job_first_starts'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'maintenance'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'pauses'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_queue'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_queue'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_task'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task')
+           ) AS g(held, kind, name)
+      JOIN pg_catalog.pg_proc p ON p.pronamespace = v_schema AND p.proname = g.held,
            LATERAL pg_catalog.aclexplode(p.proacl) AS a
       JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-     WHERE p.pronamespace = v_schema AND p.proname = 'complete_jobs'
-       AND a.privilege_type = 'EXECUTE'
+     WHERE a.privilege_type = 'EXECUTE'
        AND a.grantee <> p.proowner
   LOOP
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', v_alive_until, v_role);
+    EXECUTE pg_catalog.format('GRANT %s %s TO %I', v_grant.kind, v_grant.object, v_grant.rolname);
   END LOOP;
 END
 $$;

@@ -17,3 +17,10 @@ SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s);
 
 -- name: release_jobs
 SELECT app_jobs.release_jobs(%(worker_id)s, %(keep_job_ids)s);
+
+-- name: claim_prune
+-- True for one worker per interval: the one that prunes the job history now.
+SELECT app_jobs.claim_maintenance('prune_job_history', %(worker_id)s, %(every)s) AS claimed;
+
+-- name: prune
+SELECT app_jobs.prune_job_history(%(max_rows)s) AS deleted;

@@ -54,6 +54,7 @@ from sqla_pgjobs.tasks import TaskRegistry, error_text
 from sqla_pgjobs.worker.connection import WorkerConnection
 from sqla_pgjobs.worker.handlers import Handlers
 from sqla_pgjobs.worker.policy import Load, Pace, Policy
+from sqla_pgjobs.worker.pruning import prune_periodically
 from sqla_pgjobs.worker.results import Results
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ class Worker(service.Service):
     :param shutdown_timeout: how long running handlers get to finish when stopping.
     :param unknown_tasks: ``"skip"`` takes only jobs of registered tasks (other workers
         may run the rest); ``"fail"`` takes every job and fails those it has no handler for.
+    :param prune_interval: how often the workers of a database prune the job history's
+        expired rows (one of them each time: :mod:`~sqla_pgjobs.worker.pruning`); None
+        leaves it to ``pgjobs prune``. Not while draining.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Worker(service.Service):
         job_expiry: float | timedelta = timedelta(hours=4),
         shutdown_timeout: float | timedelta = 30.0,
         unknown_tasks: str = "skip",
+        prune_interval: float | timedelta | None = 300.0,
     ) -> None:
         super().__init__()
         if not isinstance(tasks, TaskRegistry):
@@ -142,6 +147,9 @@ class Worker(service.Service):
         self.job_expiry = seconds("job_expiry", job_expiry)
         self.shutdown_timeout = seconds("shutdown_timeout", shutdown_timeout)
         self.unknown_tasks = unknown_tasks
+        self.prune_interval = (
+            None if prune_interval is None else seconds("prune_interval", prune_interval)
+        )
         self.stats = WorkerStats()
         self._url = libpq_url(database)
 
@@ -238,6 +246,12 @@ class _Run:
             extra=self._fields,
         )
         helpers = [self.heartbeats()] + ([self.listener()] if worker.listen else [])
+        if worker.prune_interval is not None and not self.drain:
+            helpers.append(
+                prune_periodically(
+                    self.url, worker.schema, worker.worker_id, worker.prune_interval, self._fields
+                )
+            )
         self.helpers = [asyncio.create_task(helper) for helper in helpers]
         taking = asyncio.create_task(self.take_jobs())
         try:
