@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
 
-# Hypothesis (tests/test_hostile_input.py, tests/test_security.py): bounded examples and a
-# deadline per example. CI (CI=true) runs the suite three times on 2 cores: fewer examples,
-# the same ones every run (derandomize), no example database. HYPOTHESIS_PROFILE=thorough
-# explores ten times more, to hunt bugs by hand.
+# Hypothesis (tests/security/test_hostile_input.py, tests/security/test_attacks.py): bounded
+# examples and a deadline per example. CI (CI=true) runs the suite three times on 2 cores:
+# fewer examples, the same ones every run (derandomize), no example database.
+# HYPOTHESIS_PROFILE=thorough explores ten times more, to hunt bugs by hand.
 settings.register_profile("dev", max_examples=100, deadline=timedelta(seconds=5))
 settings.register_profile(
     "ci", max_examples=50, deadline=timedelta(seconds=10), derandomize=True, database=None

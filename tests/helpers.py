@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -18,6 +19,7 @@ from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, quote_schema, render
 
 __all__ = [
+    "REPO",
     "SCHEMA",
     "catalog",
     "libpq_url",
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Connection, Engine
+
+#: The repository's root (tests/ lives in it; ``pgjobs worker`` subprocesses run there).
+REPO = Path(__file__).resolve().parent.parent
 
 #: The job schema's name in this test run (CI runs the suite once under an awkward name).
 SCHEMA = os.environ.get("PGJOBS_TEST_SCHEMA", DEFAULT_SCHEMA)

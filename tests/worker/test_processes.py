@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from sqla_pgjobs import JobSpec, add_jobs, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
-from tests.helpers import SCHEMA, libpq_url, sql
+from tests.helpers import REPO, SCHEMA, libpq_url, sql
 from tests.worker_tasks.recording import RUNS_DIR_VARIABLE
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine
 
-REPO = Path(__file__).resolve().parent.parent
 PGJOBS = Path(sys.executable).parent / "pgjobs"
 TASKS = "tests.worker_tasks.recording:tasks"
 

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from sqla_pgjobs import JobSpec, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
 from tests.helpers import SCHEMA, index_entries_read, libpq_url, quote_schema, raw, sql
-from tests.test_worker_processes import (
+from tests.worker.test_processes import (
     OwnPostgres,
     WorkerProcess,
     Workers,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.docs_snippets import ROOT
+from tests.docs.snippets import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

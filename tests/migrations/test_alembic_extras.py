@@ -34,7 +34,7 @@ from sqla_pgjobs.alembic import (
 from sqla_pgjobs.alembic import op as pgjobs
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 from tests.helpers import run_ops
-from tests.test_alembic import (
+from tests.migrations.test_alembic_ops import (
     IMPORT_LINE,
     USER_REVISION,
     alembic,

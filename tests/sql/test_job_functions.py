@@ -357,7 +357,7 @@ def test_c3_job_key_survives_while_the_keyed_job_runs(engine: Engine) -> None:
         assert detached is not None
         assert detached.key is None
         # It finishes but is never run again: one attempt beyond max_attempts, so that not
-        # even a release_jobs refund makes it runnable (tests/test_schema_v2.py).
+        # even a release_jobs refund makes it runnable (tests/sql/test_schema_v2.py).
         assert detached.attempts == detached.max_attempts + 1
         assert detached.locked_by == "worker-1"
         done = one(

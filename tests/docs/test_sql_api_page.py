@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
-from tests.docs_snippets import ROOT
+from tests.docs.snippets import ROOT
 from tests.helpers import SCHEMA
 
 if TYPE_CHECKING:

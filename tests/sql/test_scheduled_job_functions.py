@@ -110,7 +110,7 @@ def assert_already_scheduled(error: psycopg.Error) -> None:
 def age_last_fire(engine: Engine, schedule_id: int) -> None:
     """Move the schedule's last fire a minute back, so that only the state of the previous
     job decides whether the next fire may run. (Schema version 1 also refused a call without
-    fire_time within 500 ms of the last fire; version 2 does not: tests/test_schema_v2.py.)"""
+    fire_time within 500 ms of the last fire; version 2 does not: tests/sql/test_schema_v2.py.)"""
     rows(
         engine,
         "UPDATE app_jobs.scheduled_jobs SET last_scheduled = last_scheduled - interval '1 minute'"

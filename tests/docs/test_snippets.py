@@ -2,7 +2,7 @@
 of a command's output (<!-- output: COMMAND --> above a ```text block) is what it prints.
 
 The rules (files, shared namespace per page, placeholders, samples, opt-outs) are in
-tests/docs_snippets.py. A quickstart that breaks is a bug; so is a sample that lies.
+tests/docs/snippets.py. A quickstart that breaks is a bug; so is a sample that lies.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import docs_snippets
-from tests.docs_snippets import (
+from tests.docs import snippets
+from tests.docs.snippets import (
     ROOT,
     Block,
     blocks,
@@ -96,7 +96,7 @@ def test_page_runs(
     # Tests a page writes and runs (docs/testing.md) use the same server.
     env["PGJOBS_TEST_DATABASE_URL"] = server.render_as_string(hide_password=False)
     result = subprocess.run(
-        [sys.executable, docs_snippets.__file__, str(plan_file)],
+        [sys.executable, snippets.__file__, str(plan_file)],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -118,7 +118,7 @@ def test_opt_outs_are_few_and_explained() -> None:
 
 def test_runnable_languages_are_run() -> None:
     """A typo in a fence's language would silently turn a program into text."""
-    known = {*docs_snippets.RUNNABLE, *docs_snippets.SAMPLE_LANGUAGES}
+    known = {*snippets.RUNNABLE, *snippets.SAMPLE_LANGUAGES}
     known |= {"ini", "yaml", "toml", "mermaid", "json"}
     for page in PAGES:
         for block in blocks(page):
@@ -166,8 +166,8 @@ def _blocks_of(text: str, tmp_path: Path) -> list[Block]:
 
     path = tmp_path / "page.md"
     path.write_text(text, encoding="utf-8")
-    with mock.patch.object(docs_snippets, "ROOT", tmp_path):
-        return docs_snippets.blocks(path)
+    with mock.patch.object(snippets, "ROOT", tmp_path):
+        return snippets.blocks(path)
 
 
 WORKER_LOG = """\
@@ -239,7 +239,7 @@ def test_a_wrong_sample_fails_with_both_texts(tmp_path: Path) -> None:
     }  # fmt: skip
     (tmp_path / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, docs_snippets.__file__, str(tmp_path / "plan.json")],
+        [sys.executable, snippets.__file__, str(tmp_path / "plan.json")],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -55,8 +55,8 @@ from sqla_pgjobs.triggers import (
     job_triggers,
 )
 from tests.helpers import SCHEMA, quote_schema, run_ops, sql
-from tests.test_alembic import IMPORT_LINE, alembic, ok, psql
-from tests.test_alembic_extras import STOCK_IMPORT, STOCK_METADATA, STOCK_URL, op_calls
+from tests.migrations.test_alembic_extras import STOCK_IMPORT, STOCK_METADATA, STOCK_URL, op_calls
+from tests.migrations.test_alembic_ops import IMPORT_LINE, alembic, ok, psql
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -29,7 +29,7 @@ from sqla_pgjobs.alembic import (
     UpgradePgjobsSchemaOp,
 )
 from sqla_pgjobs.schema import render
-from tests.helpers import catalog, libpq_url, run_ops
+from tests.helpers import REPO, catalog, libpq_url, run_ops
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from alembic.operations import MigrateOperation
     from sqlalchemy.engine import URL, Engine
 
-REPO = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = REPO / "alembic_ops" / "alembic.ini"
 REVISION = "0001_install_pgjobs"
 IMPORT_LINE = "import sqla_pgjobs.alembic  # noqa: F401"

@@ -1,6 +1,6 @@
 """Find the code blocks of README.md and docs/, and run a page's blocks in order.
 
-How a block is treated (tests/test_docs_snippets.py runs every page; docs/index.md tells
+How a block is treated (tests/docs/test_snippets.py runs every page; docs/index.md tells
 readers the same rules):
 
 - a block with a title (```python title="myapp/tasks.py"```) is a file: it is written to
@@ -26,7 +26,7 @@ readers the same rules):
 Each page gets a fresh database. The URLs ``postgresql://localhost/app`` and
 ``postgresql+psycopg://localhost/app`` in any block stand for it and are replaced.
 
-Run as a script (``python tests/docs_snippets.py PLAN.json``), it executes one page's plan:
+Run as a script (``python tests/docs/snippets.py PLAN.json``), it executes one page's plan:
 the test runs each page in a subprocess of its own, in a temporary directory.
 """
 
@@ -44,7 +44,7 @@ import traceback
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_URL = "postgresql://localhost/app"
 PLACEHOLDER_SQLALCHEMY_URL = "postgresql+psycopg://localhost/app"
 EMPTY_DATABASE_MARK = "<!-- snippets: empty database -->"
@@ -340,7 +340,7 @@ def _differs(block: dict[str, str], printed: str, sample: str, url: str) -> str:
         [
             f"FAILED {block['where']}: the sample is not what `{block['output_of']}` prints.",
             "Fix the page, or the command if its output changed by mistake. Compared after",
-            "normalising times, durations, worker ids and the URL (tests/docs_snippets.py).",
+            "normalising times, durations, worker ids and the URL (tests/docs/snippets.py).",
             f"{rule}\nthe page shows:\n{sample.rstrip()}",
             f"{rule}\nthe command printed:\n{normalise_url(printed, url).rstrip()}",
             f"{rule}\ndiff of the normalised texts (- page, + command):",

@@ -59,7 +59,7 @@ from sqla_pgjobs.functions import (
 from sqla_pgjobs.schema import as_text
 from sqla_pgjobs.triggers import Fields, JobTrigger, Row, RowId, create_trigger_sql
 from tests.helpers import SCHEMA, catalog, quote_schema, sql
-from tests.test_access import (
+from tests.security.test_access import (
     Role,
     assert_refused,
     grant,

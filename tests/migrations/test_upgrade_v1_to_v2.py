@@ -19,7 +19,14 @@ from sqlalchemy import create_engine
 
 from sqla_pgjobs.schema import as_text, install, named_statements, upgrade_statements
 from tests.helpers import SCHEMA, libpq_url, quote_schema, raw, run_ops, sql
-from tests.test_alembic import REPO, alembic, assert_same_catalog, ok, psql, schema_catalog
+from tests.migrations.test_alembic_ops import (
+    REPO,
+    alembic,
+    assert_same_catalog,
+    ok,
+    psql,
+    schema_catalog,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -77,7 +84,7 @@ def test_roles_holding_a_level_get_what_version_2_adds_to_it_and_lose_it_going_d
 ) -> None:
     """alive_until joins the operator level: an operator granted at version 1 can execute it
     after the upgrade (worker and enqueue roles cannot), and not after the downgrade."""
-    from tests.test_access import role_maker
+    from tests.security.test_access import role_maker
 
     engine = create_engine(new_database())
     try:

@@ -30,9 +30,9 @@ from sqla_pgjobs import (
     heartbeat,
 )
 from sqla_pgjobs.schema import LATEST_VERSION, install, installed_version, migrate
+from tests.cli.test_cli import PGJOBS, pgjobs
 from tests.helpers import SCHEMA, catalog, libpq_url, run_ops, sql
-from tests.test_alembic import assert_same_catalog, psql
-from tests.test_cli import PGJOBS, pgjobs
+from tests.migrations.test_alembic_ops import assert_same_catalog, psql
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
