@@ -22,12 +22,15 @@ from sqla_pgjobs.testing import (
     unique_database_name,
 )
 from sqla_pgjobs.testing import template_database as testing_template
-from tests.helpers import SCHEMA
+from tests.helpers import SCHEMA, translated
+from tests.roles import role_maker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
+
+    from tests.roles import Role
 
 
 # Hypothesis (tests/security/test_hostile_input.py, tests/security/test_attacks.py): bounded
@@ -98,6 +101,20 @@ def engine(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def jobs_engine(engine: Engine) -> Engine:
+    """``engine`` with the job tables and wrappers on this run's schema (disposed with it)."""
+    return translated(engine)
+
+
+@pytest.fixture
+def make_role(engine: Engine) -> Iterator[Callable[..., Role]]:
+    """Make login roles with unique names (``make_role(prefix)``); each is dropped, with what
+    it owns, afterwards."""
+    with role_maker(engine) as make:
+        yield make
 
 
 FAKE_UPGRADE = """

@@ -81,14 +81,6 @@ def ids_of(result: Result) -> list[int]:
     return [row["id"] for row in json_lines(result)]
 
 
-@pytest.fixture
-def jobs_engine(engine: Engine) -> Engine:
-    """The test database's engine, mapped to this run's job schema (disposed by ``engine``)."""
-    if SCHEMA == "app_jobs":
-        return engine
-    return engine.execution_options(schema_translate_map={"app_jobs": SCHEMA})
-
-
 def enqueue(connection: Connection, identifier: str, **options: Any) -> int:
     return int(connection.execute(add_job(identifier, {"task": identifier}, **options)).one().id)
 

@@ -27,6 +27,7 @@ from tests.migrations.test_alembic_ops import (
     psql,
     schema_catalog,
 )
+from tests.roles import role_maker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,8 +85,6 @@ def test_roles_holding_a_level_get_what_version_2_adds_to_it_and_lose_it_going_d
 ) -> None:
     """alive_until joins the operator level: an operator granted at version 1 can execute it
     after the upgrade (worker and enqueue roles cannot), and not after the downgrade."""
-    from tests.security.test_access import role_maker
-
     engine = create_engine(new_database())
     try:
         run_ops(engine, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=1))

@@ -57,9 +57,10 @@ from sqla_pgjobs.triggers import (
 from tests.helpers import SCHEMA, quote_schema, run_ops, sql
 from tests.migrations.test_alembic_extras import STOCK_IMPORT, STOCK_METADATA, STOCK_URL, op_calls
 from tests.migrations.test_alembic_ops import IMPORT_LINE, alembic, ok, psql
+from tests.roles import Role, is_superuser, shadow_builtins
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from sqlalchemy.engine import URL, Connection, Engine
@@ -1464,29 +1465,6 @@ def test_columns_and_table_named_with_capitals_and_spaces(engine: Engine) -> Non
     assert not table_exists(engine, '"Order Book"')
 
 
-Role = tuple[str, "Engine"]
-
-
-@pytest.fixture
-def make_role(engine: Engine) -> Iterator[Callable[[str], Role]]:
-    """Login roles with unique names (roles are cluster-wide), dropped afterwards."""
-    made: list[Role] = []
-
-    def make(prefix: str) -> Role:
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        with engine.begin() as connection:
-            connection.execute(text(f"CREATE ROLE {name} LOGIN"))
-        made.append((name, create_engine(engine.url.set(username=name))))
-        return made[-1]
-
-    yield make
-    for name, role_engine in made:
-        role_engine.dispose()
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP OWNED BY {name}"))
-            connection.execute(text(f"DROP ROLE {name}"))
-
-
 WRITER_TRIGGER = {
     "on": ("insert", "update"),
     "payload": Fields("id", "status"),
@@ -1523,20 +1501,12 @@ def assert_writer_job(engine: Engine) -> None:
     ]  # fmt: skip
 
 
-def is_superuser(engine: Engine, role: str) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": role}
-            ).scalar_one()
-        )
-
-
 def test_role_that_may_only_write_the_table_gets_jobs_enqueued_and_nothing_else(
     engine: Engine, make_role: Callable[[str], Role]
 ) -> None:
     create_orders(engine, trigger("sync", **WRITER_TRIGGER))
-    role, writer = make_role("writer")
+    made = make_role("writer_")
+    role, writer = made.name, made.engine
     grant_writes(engine, role)
 
     write_as(writer)
@@ -1585,31 +1555,13 @@ def test_writer_shadowing_functions_on_its_search_path_gains_nothing(
     engine: Engine, make_role: Callable[[str], Role]
 ) -> None:
     create_orders(engine, trigger("sync", **WRITER_TRIGGER))
-    role, writer = make_role("hijacker")
+    made = make_role("hijacker_")
+    role, writer = made.name, made.engine
     grant_writes(engine, role)
     with engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA evil AUTHORIZATION {role}"))
-    escalate = f"ALTER ROLE {role} SUPERUSER"
     with writer.begin() as connection:
-        for signature, returns, result in SHADOWS:
-            connection.execute(
-                text(
-                    f"CREATE FUNCTION evil.{signature} RETURNS {returns} LANGUAGE plpgsql AS "
-                    f"$$ BEGIN EXECUTE '{escalate}'; RETURN {result}; END $$"
-                )
-            )
-        connection.execute(
-            text(
-                "CREATE OPERATOR evil.? (LEFTARG = jsonb, RIGHTARG = text,"
-                " FUNCTION = evil.jsonb_exists)"
-            )
-        )
-        connection.execute(
-            text(
-                "CREATE OPERATOR evil.->> (LEFTARG = jsonb, RIGHTARG = text,"
-                " FUNCTION = evil.field_text)"
-            )
-        )
+        shadow_builtins(connection, role, SHADOWS, [("?", "jsonb_exists"), ("->>", "field_text")])
 
     write_as(writer, "SET search_path = evil, pg_catalog, public")
     assert not is_superuser(engine, role)

@@ -36,9 +36,10 @@ from sqla_pgjobs import (
     JobSpec,
     PgJobsError,
 )
+from sqla_pgjobs.database import translate_map
 from sqla_pgjobs.errors import translate
 from sqla_pgjobs.schema import install, render
-from tests.helpers import SCHEMA, sql
+from tests.helpers import SCHEMA, sql, translated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -48,14 +49,7 @@ if TYPE_CHECKING:
 
     Run = Callable[[Executable], list[Row[Any]]]
 
-TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
 TENANT = uuid.UUID("5b720132-17d5-424d-9bcb-ee7b17c13d43")
-
-
-@pytest.fixture
-def jobs_engine(engine: Engine) -> Engine:
-    """The test database's engine, mapped to this run's job schema name."""
-    return engine.execution_options(**TRANSLATE)
 
 
 @pytest.fixture(params=["connection", "session", "async_connection", "async_session"])
@@ -65,7 +59,9 @@ def run(request: pytest.FixtureRequest, database_url: URL) -> Iterator[Run]:
     kind: str = request.param
     if kind.startswith("async"):
         runner = asyncio.Runner()
-        async_engine = create_async_engine(database_url).execution_options(**TRANSLATE)
+        async_engine = create_async_engine(
+            database_url, execution_options={"schema_translate_map": translate_map(SCHEMA)}
+        )
 
         async def execute(statement: Executable) -> list[Row[Any]]:
             if kind == "async_connection":
@@ -79,7 +75,7 @@ def run(request: pytest.FixtureRequest, database_url: URL) -> Iterator[Run]:
         runner.close()
         return
 
-    sync_engine = create_engine(database_url).execution_options(**TRANSLATE)
+    sync_engine = translated(create_engine(database_url))
 
     def execute_sync(statement: Executable) -> list[Row[Any]]:
         if kind == "connection":

@@ -21,20 +21,14 @@ import pytest
 import sqla_pgjobs as pgjobs
 from sqla_pgjobs.scheduler import Scheduler
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
-from tests.helpers import SCHEMA, libpq_url, sql
+from tests.helpers import SCHEMA, libpq_url, sql, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
 
-TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
 PGJOBS = str(Path(sys.executable).with_name("pgjobs"))
-
-
-@pytest.fixture
-def jobs(engine: Engine) -> Engine:
-    return engine.execution_options(**TRANSLATE)
 
 
 class Runner:
@@ -90,13 +84,6 @@ def recording_tasks() -> tuple[TaskRegistry, list[Job]]:
     return tasks, ran
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def per_second(jobs_made: list[Job]) -> collections.Counter[int]:
     """Jobs made per second of creation time."""
     return collections.Counter(
@@ -104,16 +91,16 @@ def per_second(jobs_made: list[Job]) -> collections.Counter[int]:
     )
 
 
-def held_by(jobs: Engine) -> str | None:
-    with jobs.connect() as connection:
+def held_by(jobs_engine: Engine) -> str | None:
+    with jobs_engine.connect() as connection:
         return connection.execute(sql("SELECT locked_by FROM app_jobs.scheduled_jobs")).scalar()
 
 
 def test_a_per_second_cron_makes_one_job_per_second_with_two_schedulers(
-    runner: Runner, jobs: Engine
+    runner: Runner, jobs_engine: Engine
 ) -> None:
     tasks, ran = recording_tasks()
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("tick", None, "* * * * * *"))
     runner.worker(tasks)
     first, second = runner.scheduler(), runner.scheduler()
@@ -127,10 +114,10 @@ def test_a_per_second_cron_makes_one_job_per_second_with_two_schedulers(
 
 
 def test_killing_a_scheduler_neither_stops_nor_duplicates_fires(
-    runner: Runner, jobs: Engine, database_url: URL, tmp_path: Path
+    runner: Runner, jobs_engine: Engine, database_url: URL, tmp_path: Path
 ) -> None:
     tasks, ran = recording_tasks()
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("tick", None, "* * * * * *"))
     runner.worker(tasks)
     log = (tmp_path / "doomed.log").open("w")
@@ -152,10 +139,10 @@ def test_killing_a_scheduler_neither_stops_nor_duplicates_fires(
         env={**os.environ, "PGJOBS_DATABASE_URL": ""},
     )
     try:
-        wait_for(lambda: held_by(jobs) == "doomed-scheduler", timeout=20)
+        wait_for(lambda: held_by(jobs_engine) == "doomed-scheduler", timeout=20)
         survivor = runner.scheduler(lease=2, scheduler_id="survivor-scheduler")
         wait_for(lambda: len(ran) >= 2, timeout=20)
-        assert held_by(jobs) == "doomed-scheduler"  # a live holder keeps its schedule
+        assert held_by(jobs_engine) == "doomed-scheduler"  # a live holder keeps its schedule
         doomed.send_signal(signal.SIGKILL)
         killed_at = time.time()
         doomed.wait(timeout=10)
@@ -178,14 +165,14 @@ def test_killing_a_scheduler_neither_stops_nor_duplicates_fires(
 
 
 def test_a_schedule_added_while_the_scheduler_runs_fires_on_time(
-    runner: Runner, jobs: Engine
+    runner: Runner, jobs_engine: Engine
 ) -> None:
     tasks, ran = recording_tasks()
     runner.worker(tasks)
     runner.scheduler(lease=30, poll_interval=30)
     time.sleep(1)  # the scheduler is idle, with nothing to hold
     fire_at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("later", None, fire_at.isoformat()))
     wait_for(lambda: bool(ran), timeout=15)
     [job] = ran
@@ -193,30 +180,30 @@ def test_a_schedule_added_while_the_scheduler_runs_fires_on_time(
     assert timedelta(0) <= job.created_at - fire_at < timedelta(seconds=1)
 
 
-def test_a_changed_schedule_is_picked_up_at_once(runner: Runner, jobs: Engine) -> None:
+def test_a_changed_schedule_is_picked_up_at_once(runner: Runner, jobs_engine: Engine) -> None:
     tasks, ran = recording_tasks()
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("changed", None, "0 0 1 1 *", job_key="k"))
     runner.worker(tasks)
     runner.scheduler(lease=60, poll_interval=60)
-    wait_for(lambda: held_by(jobs) is not None)
+    wait_for(lambda: held_by(jobs_engine) is not None)
     changed_at = time.time()
-    with jobs.begin() as connection:  # the key replaces the held schedule: every second now
+    with jobs_engine.begin() as connection:  # the key replaces the held schedule: every second now
         connection.execute(pgjobs.add_scheduled_job("changed", None, "* * * * * *", job_key="k"))
     wait_for(lambda: bool(ran), timeout=10)
     assert ran[0].created_at.timestamp() - changed_at < 3
 
 
 def test_a_fire_blocked_by_an_unfinished_job_is_logged_not_lost(
-    runner: Runner, jobs: Engine, caplog: pytest.LogCaptureFixture
+    runner: Runner, jobs_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("tick", None, "* * * * * *"))
     caplog.set_level(logging.WARNING, logger="sqla_pgjobs.scheduler")
     scheduler = runner.scheduler()  # and no worker: the first job stays pending
     time.sleep(3.5)
     runner.stop()
-    with jobs.connect() as connection:
+    with jobs_engine.connect() as connection:
         made = connection.execute(sql("SELECT count(*) FROM app_jobs.jobs")).scalar_one()
     assert made == 1
     assert scheduler.stats.skipped >= 2
@@ -226,10 +213,10 @@ def test_a_fire_blocked_by_an_unfinished_job_is_logged_not_lost(
 
 
 def test_an_unreadable_schedule_is_reported_once_and_skipped(
-    runner: Runner, jobs: Engine, caplog: pytest.LogCaptureFixture
+    runner: Runner, jobs_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     tasks, ran = recording_tasks()
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         # Written around the Python door, as the seed's SQL API allows.
         connection.execute(
             sql(
@@ -250,9 +237,9 @@ def test_an_unreadable_schedule_is_reported_once_and_skipped(
     assert len(ran) >= 2 and all(job.task_identifier == "good" for job in ran)
 
 
-def test_missed_fires_run_once_on_recovery(runner: Runner, jobs: Engine) -> None:
+def test_missed_fires_run_once_on_recovery(runner: Runner, jobs_engine: Engine) -> None:
     tasks, ran = recording_tasks()
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_scheduled_job("catch_up", None, "0 * * * *"))
         connection.execute(
             sql("UPDATE app_jobs.scheduled_jobs SET last_scheduled = now() - interval '10 hours'")
@@ -262,7 +249,7 @@ def test_missed_fires_run_once_on_recovery(runner: Runner, jobs: Engine) -> None
     wait_for(lambda: bool(ran), timeout=10)
     time.sleep(2)
     assert len(ran) == 1  # once, not ten times
-    with jobs.connect() as connection:
+    with jobs_engine.connect() as connection:
         last = connection.execute(
             sql("SELECT last_scheduled FROM app_jobs.scheduled_jobs")
         ).scalar_one()
@@ -272,9 +259,9 @@ def test_missed_fires_run_once_on_recovery(runner: Runner, jobs: Engine) -> None
 
 
 def test_pgjobs_schedules_shows_the_next_fire_in_the_schedules_zone(
-    jobs: Engine, database_url: URL
+    jobs_engine: Engine, database_url: URL
 ) -> None:
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(
             pgjobs.add_scheduled_job(
                 "nightly", None, {"hour": 2, "minute": 0, "tz": "Europe/Paris"}
@@ -297,7 +284,7 @@ def test_pgjobs_schedules_shows_the_next_fire_in_the_schedules_zone(
 
 
 def test_pgjobs_add_schedule_registers_valid_schedules_and_refuses_the_rest(
-    jobs: Engine, database_url: URL
+    jobs_engine: Engine, database_url: URL
 ) -> None:
     url = libpq_url(database_url)
 
@@ -324,7 +311,7 @@ def test_pgjobs_add_schedule_registers_valid_schedules_and_refuses_the_rest(
     impossible = add("report", '{"month": 1, "date": 31}')
     assert impossible.returncode == 2
     assert "never fires" in impossible.stderr
-    with jobs.connect() as connection:
+    with jobs_engine.connect() as connection:
         rows = connection.execute(
             sql("SELECT task_identifier, schedule_info::text, key FROM app_jobs.scheduled_jobs")
         ).all()

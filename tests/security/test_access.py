@@ -10,14 +10,12 @@ a unique name and is dropped when its test ends.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -50,9 +48,10 @@ from sqla_pgjobs.functions import (
 )
 from sqla_pgjobs.schema import LATEST_VERSION
 from tests.helpers import SCHEMA, catalog, run_ops, sql
+from tests.roles import Role, ident
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from sqlalchemy.engine import Engine
     from sqlalchemy.sql import Executable
@@ -178,23 +177,6 @@ ORDER BY 1, 2, 3
 # --- Helpers --------------------------------------------------------------------------------
 
 
-def translated(engine: Engine) -> Engine:
-    """``engine`` with the wrappers' ``app_jobs`` mapped to this run's schema."""
-    if SCHEMA == "app_jobs":
-        return engine
-    return engine.execution_options(schema_translate_map={"app_jobs": SCHEMA})
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-@dataclasses.dataclass(frozen=True)
-class Role:
-    name: str
-    engine: Engine  # logs in as the role; the wrappers' schema is translated
-
-
 def sqlstate(error: BaseException) -> str | None:
     return getattr(getattr(error, "orig", None), "sqlstate", None)
 
@@ -288,40 +270,6 @@ def job_rows(admin: Engine, where: str = "true", **params: Any) -> list[Any]:
 
 
 # --- Fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def admin(engine: Engine) -> Engine:
-    """The superuser who owns the job schema, with the wrappers' schema translated."""
-    return translated(engine)
-
-
-@pytest.fixture
-def make_role(engine: Engine) -> Iterator[Callable[..., Role]]:
-    """Make login roles with unique names; each is dropped (with what it owns) afterwards."""
-    with role_maker(engine) as make:
-        yield make
-
-
-@contextlib.contextmanager
-def role_maker(engine: Engine) -> Iterator[Callable[..., Role]]:
-    """The ``make_role`` fixture, for other test modules' fixtures."""
-    made: list[tuple[str, Engine]] = []
-
-    def make(prefix: str = "pgjobs_role_") -> Role:
-        name = f"{prefix}{uuid.uuid4().hex[:8]}"
-        with engine.begin() as connection:
-            connection.execute(text(f"CREATE ROLE {ident(name)} LOGIN"))
-        role_engine = create_engine(engine.url.set(username=name))
-        made.append((name, role_engine))
-        return Role(name, translated(role_engine))
-
-    yield make
-    for name, role_engine in reversed(made):
-        role_engine.dispose()
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP OWNED BY {ident(name)}"))
-            connection.execute(text(f"DROP ROLE {ident(name)}"))
 
 
 def role_at(make_role: Callable[..., Role], admin: Engine, level: str) -> Role:

@@ -14,7 +14,7 @@
    nothing on any object of the schema.
 
 Roles are cluster-wide: each role made here has a unique name and is dropped afterwards
-(test_access's ``make_role``).
+(the ``make_role`` fixture, tests/roles.py).
 """
 
 from __future__ import annotations
@@ -58,17 +58,9 @@ from sqla_pgjobs.functions import (
 )
 from sqla_pgjobs.schema import as_text
 from sqla_pgjobs.triggers import Fields, JobTrigger, Row, RowId, create_trigger_sql
-from tests.helpers import SCHEMA, catalog, quote_schema, sql
-from tests.security.test_access import (
-    Role,
-    assert_refused,
-    grant,
-    ident,
-    role_at,
-    role_maker,
-    sqlstate,
-    translated,
-)
+from tests.helpers import SCHEMA, catalog, quote_schema, sql, translated
+from tests.roles import Role, ident, is_superuser
+from tests.security.test_access import assert_refused, grant, role_at, sqlstate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -113,19 +105,6 @@ def job_payloads(connection: Connection) -> list[tuple[Any, ...]]:
         )
     ).all()
     return [tuple(row) for row in rows]
-
-
-@pytest.fixture
-def admin(engine: Engine) -> Engine:
-    """The superuser who owns the job schema, with the wrappers' schema translated."""
-    return translated(engine)
-
-
-@pytest.fixture
-def make_role(engine: Engine) -> Iterator[Callable[..., Role]]:
-    """test_access's roles: unique names, dropped with what they own afterwards."""
-    with role_maker(engine) as make:
-        yield make
 
 
 # --- 1. Injection through every trigger payload mode ----------------------------------------
@@ -638,15 +617,6 @@ def caster(engine: Engine, admin: Engine, make_role: Callable[..., Role]) -> Ite
     yield role
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA evil CASCADE"))
-
-
-def is_superuser(engine: Engine, role: str) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": role}
-            ).scalar_one()
-        )
 
 
 def mood_value(column_type: str) -> str:

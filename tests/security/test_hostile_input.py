@@ -38,14 +38,13 @@ from sqla_pgjobs import InvalidArgumentError, InvalidWorkerIdError, JobSpec, PgJ
 from sqla_pgjobs.errors import translate
 from sqla_pgjobs.scheduler import Scheduler
 from sqla_pgjobs.worker import TaskRegistry, Worker
-from tests.helpers import SCHEMA, sql
+from tests.helpers import sql
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import Connection, Engine
 
-TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
 WORKER = "worker-1"
 TENANT = uuid.UUID("5b720132-17d5-424d-9bcb-ee7b17c13d43")
 NAIVE = datetime(2026, 1, 1, 12, 0)
@@ -232,11 +231,6 @@ def test_a_huge_value_is_named_shortened_not_in_full() -> None:
 
 
 # --- Written cases: refused by the database, changing nothing -------------------------------
-
-
-@pytest.fixture
-def jobs_engine(engine: Engine) -> Engine:
-    return engine.execution_options(**TRANSLATE)
 
 
 def snapshot(connection: Connection) -> list[Any]:

@@ -8,7 +8,6 @@ fixes C4, C5, C6, C7, C12 and S4, and the call shapes of the seed's Node schedul
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from sqla_pgjobs import database
-from tests.helpers import raw, sql
+from tests.helpers import raw, sql, wait_for
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -727,15 +726,12 @@ def test_c6_keyed_schedule_with_dead_previous_job_reuses_the_keyed_job(engine: E
 
 
 def wait_until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        state = rows(
-            engine, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid", pid=pid
-        )
-        if state and state[0]["wait_event_type"] == "Lock":
-            return
-        time.sleep(0.01)
-    pytest.fail(f"backend {pid} never waited for a lock")
+    def waiting() -> bool:
+        query = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"
+        state = rows(engine, query, pid=pid)
+        return bool(state) and state[0]["wait_event_type"] == "Lock"
+
+    wait_for(waiting, 10, lambda: f"backend {pid} never waited for a lock", interval=0.01)
 
 
 @pytest.mark.parametrize(

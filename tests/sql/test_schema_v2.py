@@ -8,13 +8,12 @@ that version 1 passes too say so: they pin what version 2 keeps.
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
-from tests.helpers import index_entries_read, libpq_url, raw
+from tests.helpers import index_entries_read, libpq_url, raw, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -302,12 +301,10 @@ def test_add_scheduled_job_and_release_take_extreme_values_or_name_the_rule(
 
 
 def wait_for_lock(db: psycopg.Connection[Any], pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while not value(
-        db, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)", pid
-    ):
-        assert time.monotonic() < deadline, f"backend {pid} never waited for a lock"
-        time.sleep(0.01)
+    query = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)"
+    wait_for(
+        lambda: value(db, query, pid), 10, lambda: f"backend {pid} never waited for a lock", 0.01
+    )
 
 
 @pytest.mark.parametrize("priority", [0, -1], ids=["same-priority", "more-urgent-priority"])

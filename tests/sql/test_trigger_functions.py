@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.helpers import SCHEMA, quote_schema, sql
+from tests.roles import is_superuser, shadow_builtins
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -179,6 +180,20 @@ def test_s1_json_build_object_apply_executes_nothing(engine: Engine) -> None:
 # --- S2: a caller's search_path cannot hijack SECURITY DEFINER functions -----------------------
 
 
+#: Built-ins the job functions use, shadowed in the attacker's own schema.
+SHADOWS = [
+    ("now()", "timestamptz", "pg_catalog.now()"),
+    ("to_json(anyelement)", "json", "'{}'::json"),
+    ("json_build_object(text, jsonb)", "json", "'{}'::json"),
+    ("coalesce_(json, json)", "json", "'{}'::json"),
+    ("length(text)", "integer", "1"),
+    ("format(text, text)", "text", "''"),
+    ("exp(integer)", "double precision", "1"),
+    ("quote_ident(text)", "text", "''"),
+    ("jsonb_exists(jsonb, text)", "boolean", "true"),
+]
+
+
 @pytest.fixture
 def attacker(engine: Engine) -> Iterator[tuple[str, Engine]]:
     """A login role without privileges but CREATE on a schema of its own, which shadows
@@ -200,46 +215,14 @@ def attacker(engine: Engine) -> Iterator[tuple[str, Engine]]:
         connection.execute(text(f"GRANT USAGE ON SEQUENCE widgets_id_seq TO {role}"))
     url = engine.url.set(username=role)
     attacker_engine = create_engine(url)
-    escalate = f"ALTER ROLE {role} SUPERUSER"
     with attacker_engine.begin() as connection:
-        for signature, returns, result in [
-            ("now()", "timestamptz", "pg_catalog.now()"),
-            ("to_json(anyelement)", "json", "'{}'::json"),
-            ("json_build_object(text, jsonb)", "json", "'{}'::json"),
-            ("coalesce_(json, json)", "json", "'{}'::json"),
-            ("length(text)", "integer", "1"),
-            ("format(text, text)", "text", "''"),
-            ("exp(integer)", "double precision", "1"),
-            ("quote_ident(text)", "text", "''"),
-            ("jsonb_exists(jsonb, text)", "boolean", "true"),
-        ]:
-            connection.execute(
-                text(
-                    f"CREATE FUNCTION evil.{signature} RETURNS {returns} LANGUAGE plpgsql AS "
-                    f"$$ BEGIN EXECUTE '{escalate}'; RETURN {result}; END $$"
-                )
-            )
-        connection.execute(
-            text(
-                "CREATE OPERATOR evil.? (LEFTARG = jsonb, RIGHTARG = text,"
-                " FUNCTION = evil.jsonb_exists)"
-            )
-        )
+        shadow_builtins(connection, role, SHADOWS, [("?", "jsonb_exists")])
     yield role, attacker_engine
     attacker_engine.dispose()
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA evil CASCADE"))
         connection.execute(text(f"DROP OWNED BY {role}"))
         connection.execute(text(f"DROP ROLE {role}"))
-
-
-def _is_superuser(engine: Engine, role: str) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": role}
-            ).scalar_one()
-        )
 
 
 @pytest.mark.parametrize(
@@ -259,7 +242,7 @@ def test_s2_search_path_hijack_through_triggers_gains_nothing(
     with attacker_engine.begin() as connection:
         connection.execute(text("SET search_path = evil, pg_catalog, public"))
         connection.execute(text("INSERT INTO widgets (name) VALUES ('x')"))
-    assert not _is_superuser(engine, role)
+    assert not is_superuser(engine, role)
     with engine.connect() as connection:
         assert len(jobs(connection)) == 1
 
@@ -274,7 +257,7 @@ def test_s2_search_path_hijack_through_add_job_gains_nothing(
             sql("SELECT id, run_at FROM app_jobs.add_job(NULL, 'task', '{}', 'key', NULL, NULL)")
         ).one()
         assert created.run_at is not None
-    assert not _is_superuser(engine, role)
+    assert not is_superuser(engine, role)
 
 
 def test_s2_control_an_unpinned_definer_function_is_hijacked(
@@ -294,4 +277,4 @@ def test_s2_control_an_unpinned_definer_function_is_hijacked(
     with attacker_engine.begin() as connection:
         connection.execute(text("SET search_path = evil, pg_catalog, public"))
         connection.execute(text("SELECT public.unpinned()"))
-    assert _is_superuser(engine, role)
+    assert is_superuser(engine, role)

@@ -28,16 +28,23 @@ from sqlalchemy.pool import NullPool
 
 from sqla_pgjobs import JobSpec, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
-from tests.helpers import SCHEMA, index_entries_read, libpq_url, quote_schema, raw, sql
+from tests.helpers import (
+    SCHEMA,
+    index_entries_read,
+    libpq_url,
+    quote_schema,
+    raw,
+    sql,
+    translated,
+    wait_for,
+)
 from tests.worker.test_processes import (
     OwnPostgres,
     WorkerProcess,
     Workers,
     enqueue,
     job_count,
-    jobs_engine,
     registered_workers,
-    wait_until,
 )
 
 if TYPE_CHECKING:
@@ -54,18 +61,6 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield started
     finally:
         started.kill_all()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    """A throwaway cluster this test may restart; stopped and removed even on failure."""
-    server = OwnPostgres()
-    try:
-        server.initdb()
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 # --- What ran -----------------------------------------------------------------------------
@@ -149,7 +144,7 @@ def test_sigkilling_one_worker_after_another_during_20000_jobs_loses_none_and_ov
     count, kills, heartbeat_timeout, margin = 20_000, 5, 5.0, 5.0
     options = ("--concurrency", "8", "--heartbeat-timeout", str(heartbeat_timeout))
     live = [workers.start(database_url, *options, name=f"chaos{i}") for i in range(3)]
-    wait_until(
+    wait_for(
         lambda: registered_workers(engine) >= {w.worker_id for w in live},
         60,
         lambda: f"workers did not start\n{workers.logs()}",
@@ -165,7 +160,7 @@ def test_sigkilling_one_worker_after_another_during_20000_jobs_loses_none_and_ov
     recoveries: list[float] = []
     for k in range(kills):
         if k == 0:
-            wait_until(
+            wait_for(
                 lambda: job_count(engine) <= count - 1000,
                 180,
                 lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
@@ -179,7 +174,7 @@ def test_sigkilling_one_worker_after_another_during_20000_jobs_loses_none_and_ov
         killed_at[victim.pid] = kill_time = time.time()
         live.append(workers.start(database_url, *options, name=f"chaos{k + 3}"))
         # Its server process may still be finishing a transaction sent before the kill.
-        wait_until(
+        wait_for(
             lambda v=victim: not backend_pids(database_url, worker_application_name(v)),
             30,
             lambda: "the killed worker's backend lingers",
@@ -196,14 +191,14 @@ def test_sigkilling_one_worker_after_another_during_20000_jobs_loses_none_and_ov
                     first.setdefault(start["job_id"], start["time"])
             return first
 
-        wait_until(
+        wait_for(
             lambda h=held, r=rerun_starts: len(r()) == len(h),
             heartbeat_timeout + 60,
             lambda: f"the killed worker's jobs were not recovered\n{workers.logs()}",
         )
         recoveries.append(max(rerun_starts().values()) - kill_time)
 
-    wait_until(
+    wait_for(
         lambda: job_count(engine) == 0,
         240,
         lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
@@ -260,7 +255,7 @@ def test_terminating_a_workers_backends_mid_batch_runs_every_job_exactly_once(
     cut = 0
     for k in range(terminations):
         left = count - (k + 1) * count // (terminations + 2)
-        wait_until(
+        wait_for(
             lambda left=left: job_count(engine) <= left,
             60,
             lambda: f"{job_count(engine)} jobs left\n{worker.log()[-3000:]}",
@@ -268,7 +263,7 @@ def test_terminating_a_workers_backends_mid_batch_runs_every_job_exactly_once(
         # Mid-batch: the worker is running jobs it holds at this moment.
         assert held_jobs(engine, worker.worker_id)
         cut += terminate_backends(database_url)
-    wait_until(
+    wait_for(
         lambda: job_count(engine) == 0,
         60,
         lambda: f"{job_count(engine)} jobs left\n{worker.log()[-3000:]}",
@@ -304,7 +299,7 @@ def test_a_worker_frozen_past_its_heartbeat_timeout_loses_its_job_and_its_late_r
     options = ("--concurrency", "1", "--heartbeat-timeout", str(heartbeat_timeout))
     [job_id] = enqueue(engine, [JobSpec("sleep_on_first_attempt", {"seconds": 4, "then": 0})])
     frozen = workers.start(database_url, *options, name="frozen")
-    wait_until(
+    wait_for(
         lambda: any(s["job_id"] == job_id for s in workers.starts()),
         60,
         lambda: f"the job did not start\n{frozen.log()}",
@@ -313,21 +308,21 @@ def test_a_worker_frozen_past_its_heartbeat_timeout_loses_its_job_and_its_late_r
     stopped_at = time.time()
     try:
         other = workers.start(database_url, *options, name="other")
-        wait_until(
+        wait_for(
             lambda: job_count(engine) == 0,
             heartbeat_timeout + 60,
             lambda: f"the job was not taken over\n{workers.logs()}",
         )
     finally:
         frozen.send(signal.SIGCONT)
-    wait_until(
+    wait_for(
         lambda: "had been taken over" in frozen.log(),
         30,
         lambda: f"the frozen worker did not report its late result\n{frozen.log()}",
     )
     assert "had been given up for dead" in frozen.log()
     [again] = enqueue(engine, [JobSpec("record")])
-    wait_until(lambda: job_count(engine) == 0, 30, workers.logs)
+    wait_for(lambda: job_count(engine) == 0, 30, workers.logs)
     stop_all([frozen, other])
 
     events = workers.runs()
@@ -396,19 +391,19 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
     with engine.begin() as connection:
         install(connection, SCHEMA, LATEST_VERSION)
         connection.exec_driver_sql(raw(FIRES_TABLE))
-    with jobs_engine(engine).begin() as connection:
+    with translated(engine).begin() as connection:
         # Priority -1: its jobs go ahead of the backlog, so each fire's job is done before
         # the next fire (a fire while the previous job is pending is skipped, by design).
         connection.execute(add_scheduled_job("record", {}, "* * * * * *", priority=-1))
     started = [workers.start(url, "--concurrency", "4", name=f"restart{i}") for i in (1, 2)]
     scheduler = workers.start_scheduler(url, "--lease", "20")
-    wait_until(
+    wait_for(
         lambda: len(fires(engine)) >= 2,
         60,
         lambda: f"the schedule does not fire\n{workers.logs()}",
     )
     job_ids = enqueue(engine, [JobSpec("record", {"sleep": 0.02}) for _ in range(count)])
-    wait_until(
+    wait_for(
         lambda: len(finished_jobs(workers.runs())) >= count // 5,
         120,
         lambda: f"no progress\n{workers.logs()}",
@@ -419,18 +414,18 @@ def test_a_database_restart_under_workers_and_a_scheduler_loses_and_duplicates_n
     restarted = time.time()
     assert left_before > 8 * 10, "the restart came too late to be mid-run"
 
-    wait_until(
+    wait_for(
         lambda: finished_jobs(workers.runs()) >= set(job_ids),
         150,
         lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
     )
-    wait_until(
+    wait_for(
         lambda: sum(1 for f in fires(engine) if f.recorded_at.timestamp() > restarted) >= 3,
         60,
         lambda: f"the schedule does not fire after the restart\n{scheduler.log()[-3000:]}",
     )
     stop_all([scheduler])
-    wait_until(
+    wait_for(
         lambda: job_count(engine) == 0,
         60,
         lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",

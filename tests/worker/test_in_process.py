@@ -18,19 +18,12 @@ import sqla_pgjobs as pgjobs
 from sqla_pgjobs import InvalidArgumentError, JobSpec
 from sqla_pgjobs.log_format import JsonFormatter
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
-from tests.helpers import SCHEMA, sql
+from tests.helpers import SCHEMA, sql, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
-
-TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
-
-
-@pytest.fixture
-def jobs(engine: Engine) -> Engine:
-    return engine.execution_options(**TRANSLATE)
 
 
 def enqueue(engine: Engine, *statements: Any) -> list[Any]:
@@ -66,13 +59,6 @@ def background() -> Iterator[Callable[[Worker], threading.Thread]]:
         worker.stop()
         thread.join(timeout=30)
         assert not thread.is_alive()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # --- Task registry ------------------------------------------------------------------------------
@@ -145,7 +131,9 @@ def test_worker_refuses_bad_options(options: dict[str, Any], argument: str) -> N
 # --- Running jobs --------------------------------------------------------------------------------
 
 
-def test_drain_runs_sync_and_async_handlers_once_each(database_url: URL, jobs: Engine) -> None:
+def test_drain_runs_sync_and_async_handlers_once_each(
+    database_url: URL, jobs_engine: Engine
+) -> None:
     tasks = TaskRegistry()
     seen: list[tuple[str, Any, int]] = []
 
@@ -159,7 +147,7 @@ def test_drain_runs_sync_and_async_handlers_once_each(database_url: URL, jobs: E
         seen.append(("with_job", payload, job.attempts))
 
     enqueue(
-        jobs,
+        jobs_engine,
         pgjobs.add_jobs(
             [JobSpec("plain", {"i": i}) for i in range(30)]
             + [JobSpec("with_job", [i]) for i in range(30)]
@@ -170,11 +158,11 @@ def test_drain_runs_sync_and_async_handlers_once_each(database_url: URL, jobs: E
     assert sorted(p["i"] for t, p, _ in seen if t == "plain") == list(range(30))
     assert sorted(p[0] for t, p, _ in seen if t == "with_job") == list(range(30))
     assert {a for t, _, a in seen if t == "with_job"} == {1}
-    assert rows(jobs) == []
+    assert rows(jobs_engine) == []
 
 
 def test_a_raising_handler_fails_its_job_with_the_traceback(
-    database_url: URL, jobs: Engine
+    database_url: URL, jobs_engine: Engine
 ) -> None:
     tasks = TaskRegistry()
 
@@ -182,10 +170,10 @@ def test_a_raising_handler_fails_its_job_with_the_traceback(
     def boom(payload: Any) -> None:
         raise ValueError(f"bad input {payload['n']}")
 
-    [job] = enqueue(jobs, pgjobs.add_job("boom", {"n": 7}))
+    [job] = enqueue(jobs_engine, pgjobs.add_job("boom", {"n": 7}))
     stats = make_worker(database_url, tasks).run(drain=True)
     assert (stats.completed, stats.failed) == (0, 1)
-    [failed] = rows(jobs)
+    [failed] = rows(jobs_engine)
     assert failed.last_error.startswith("ValueError: bad input 7")
     assert (
         "Traceback (most recent call last)" in failed.last_error and "in boom" in failed.last_error
@@ -194,22 +182,22 @@ def test_a_raising_handler_fails_its_job_with_the_traceback(
     assert (failed.run_at - job.run_at).total_seconds() >= 2.7  # exp(1) seconds of backoff
 
 
-def test_unknown_tasks_are_left_or_failed_clearly(database_url: URL, jobs: Engine) -> None:
+def test_unknown_tasks_are_left_or_failed_clearly(database_url: URL, jobs_engine: Engine) -> None:
     tasks = TaskRegistry()
     tasks.add("known", lambda payload: None)
-    enqueue(jobs, pgjobs.add_job("known"), pgjobs.add_job("typo_task"))
+    enqueue(jobs_engine, pgjobs.add_job("known"), pgjobs.add_job("typo_task"))
     make_worker(database_url, tasks).run(drain=True)
-    [left] = rows(jobs)
+    [left] = rows(jobs_engine)
     assert (left.task_identifier, left.attempts) == ("typo_task", 0)
 
     make_worker(database_url, tasks, unknown_tasks="fail").run(drain=True)
-    [failed] = rows(jobs)
+    [failed] = rows(jobs_engine)
     assert failed.attempts == 1
     assert "no handler for task 'typo_task' in this worker (it has: known)" in failed.last_error
 
 
 def test_timeouts_cancel_async_handlers_and_fail_late_sync_ones(
-    database_url: URL, jobs: Engine
+    database_url: URL, jobs_engine: Engine
 ) -> None:
     tasks = TaskRegistry()
     finished: list[str] = []
@@ -224,18 +212,18 @@ def test_timeouts_cancel_async_handlers_and_fail_late_sync_ones(
         time.sleep(0.6)
         finished.append("sync")
 
-    enqueue(jobs, pgjobs.add_job("slow_async"), pgjobs.add_job("slow_sync"))
+    enqueue(jobs_engine, pgjobs.add_job("slow_async"), pgjobs.add_job("slow_sync"))
     started = time.monotonic()
     make_worker(database_url, tasks).run(drain=True)
     assert time.monotonic() - started < 4
-    failed = {row.task_identifier: row.last_error for row in rows(jobs)}
+    failed = {row.task_identifier: row.last_error for row in rows(jobs_engine)}
     assert failed["slow_async"].startswith("TimeoutError")
     assert failed["slow_sync"].startswith("TimeoutError: the handler ran 0.")
     assert "over its 0.2 s timeout" in failed["slow_sync"]
     assert finished == ["sync"]  # the plain function ran to its end: it cannot be stopped
 
 
-def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engine) -> None:
+def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs_engine: Engine) -> None:
     tasks = TaskRegistry()
     running = 0
     most = 0
@@ -251,13 +239,13 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engin
         with lock:
             running -= 1
 
-    enqueue(jobs, pgjobs.add_jobs([JobSpec("slow") for _ in range(40)]))
+    enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("slow") for _ in range(40)]))
     held: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            held.append(len(rows(jobs, "locked_by IS NOT NULL")))
+            held.append(len(rows(jobs_engine, "locked_by IS NOT NULL")))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -270,18 +258,18 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs: Engin
     assert max(held) <= 3
 
 
-def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs: Engine) -> None:
+def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs_engine: Engine) -> None:
     """With 5 ms jobs a worker holds a few jobs beyond its running ones (as many as should
     start within 10 ms), never more than concurrency + prefetch, and drains them all."""
     tasks = TaskRegistry()
     tasks.add("short", lambda payload: time.sleep(0.005))
-    enqueue(jobs, pgjobs.add_jobs([JobSpec("short") for _ in range(300)]))
+    enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("short") for _ in range(300)]))
     held: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            held.append(len(rows(jobs, "locked_by IS NOT NULL")))
+            held.append(len(rows(jobs_engine, "locked_by IS NOT NULL")))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample)
@@ -295,7 +283,7 @@ def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs: Eng
 
 
 def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     """Quick jobs make a worker prefetch; when every slot then stays busy with long jobs,
     the prefetched ones go back (attempt refunded) for other workers, and it takes no more
@@ -311,7 +299,7 @@ def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
         release.wait(10)
 
     enqueue(
-        jobs,
+        jobs_engine,
         pgjobs.add_jobs([JobSpec("quick", priority=-1) for _ in range(20)]),
         pgjobs.add_jobs([JobSpec("blocked", {"i": i}) for i in range(30)]),
     )
@@ -319,10 +307,10 @@ def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
     thread = background(worker)
     wait_for(lambda: len(started) == 2)
     # Within GIVE_BACK_AFTER (0.25 s) of the slots filling, only the running jobs are held.
-    wait_for(lambda: len(rows(jobs, "locked_by IS NOT NULL")) == 2, timeout=5)
+    wait_for(lambda: len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2, timeout=5)
     time.sleep(0.5)
-    assert len(rows(jobs, "locked_by IS NOT NULL")) == 2  # and no more are taken meanwhile
-    waiting = rows(jobs, "task_identifier = 'blocked' AND locked_by IS NULL")
+    assert len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2  # and no more are taken meanwhile
+    waiting = rows(jobs_engine, "task_identifier = 'blocked' AND locked_by IS NULL")
     assert len(waiting) == 28 and {job.attempts for job in waiting} == {0}
     assert worker.stats.released >= 1
     worker.stop()
@@ -332,14 +320,14 @@ def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
 
 
 def test_prefetch_zero_takes_jobs_only_for_free_slots(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     release = threading.Event()
     tasks.add("quick", lambda payload: None)
     tasks.add("blocked", lambda payload: release.wait(10))
     enqueue(
-        jobs,
+        jobs_engine,
         pgjobs.add_jobs([JobSpec("quick", priority=-1) for _ in range(20)]),
         pgjobs.add_jobs([JobSpec("blocked") for _ in range(10)]),
     )
@@ -347,7 +335,7 @@ def test_prefetch_zero_takes_jobs_only_for_free_slots(
     background(worker)
     wait_for(lambda: worker.stats.completed == 20)
     time.sleep(0.3)
-    assert len(rows(jobs, "locked_by IS NOT NULL")) == 2
+    assert len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2
     release.set()
 
 
@@ -355,7 +343,7 @@ def test_prefetch_zero_takes_jobs_only_for_free_slots(
 
 
 def test_a_delayed_job_starts_on_time_not_at_the_next_poll(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     started: list[datetime] = []
@@ -364,14 +352,14 @@ def test_a_delayed_job_starts_on_time_not_at_the_next_poll(
     background(worker)
     time.sleep(0.5)  # the worker is idle, asleep until its next poll in a minute
     run_at = datetime.now(UTC) + timedelta(seconds=1.5)
-    enqueue(jobs, pgjobs.add_job("later", run_at=run_at))
+    enqueue(jobs_engine, pgjobs.add_job("later", run_at=run_at))
     wait_for(lambda: bool(started), timeout=10)
     lateness = (started[0] - run_at).total_seconds()
     assert 0 <= lateness < 1.0
 
 
 def test_a_retry_starts_on_time_not_at_the_next_poll(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     attempts: list[datetime] = []
@@ -383,15 +371,15 @@ def test_a_retry_starts_on_time_not_at_the_next_poll(
             raise RuntimeError("first attempt fails")
 
     background(make_worker(database_url, tasks, poll_interval=60))
-    enqueue(jobs, pgjobs.add_job("flaky"))
+    enqueue(jobs_engine, pgjobs.add_job("flaky"))
     wait_for(lambda: len(attempts) == 2, timeout=15)
     gap = (attempts[1] - attempts[0]).total_seconds()
     assert 2.7 <= gap < 2.7 + 1.5
-    wait_for(lambda: rows(jobs) == [])
+    wait_for(lambda: rows(jobs_engine) == [])
 
 
 def test_listen_wakes_an_idle_worker_at_once(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     started: list[float] = []
@@ -399,20 +387,20 @@ def test_listen_wakes_an_idle_worker_at_once(
     background(make_worker(database_url, tasks, poll_interval=60))
     time.sleep(0.5)
     enqueued = time.monotonic()
-    enqueue(jobs, pgjobs.add_job("now"))
+    enqueue(jobs_engine, pgjobs.add_job("now"))
     wait_for(lambda: bool(started), timeout=10)
     assert started[0] - enqueued < 1.0
 
 
 def test_poll_only_worker_finds_jobs_without_listen(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     done: list[int] = []
     tasks.add("polled", lambda payload: done.append(payload["i"]))
     background(make_worker(database_url, tasks, listen=False, poll_interval=0.3))
     time.sleep(0.5)
-    enqueue(jobs, pgjobs.add_jobs([JobSpec("polled", {"i": i}) for i in range(5)]))
+    enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("polled", {"i": i}) for i in range(5)]))
     wait_for(lambda: len(done) == 5, timeout=10)
     assert sorted(done) == list(range(5))
 
@@ -421,7 +409,7 @@ def test_poll_only_worker_finds_jobs_without_listen(
 
 
 def test_worker_reconnects_when_its_connections_are_terminated(
-    database_url: URL, jobs: Engine, background: Callable[[Worker], threading.Thread]
+    database_url: URL, jobs_engine: Engine, background: Callable[[Worker], threading.Thread]
 ) -> None:
     tasks = TaskRegistry()
     runs: list[int] = []
@@ -435,14 +423,14 @@ def test_worker_reconnects_when_its_connections_are_terminated(
             runs.append(payload["i"])
 
     worker = make_worker(database_url, tasks, concurrency=4)
-    enqueue(jobs, pgjobs.add_jobs([JobSpec("count", {"i": i}) for i in range(total)]))
+    enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("count", {"i": i}) for i in range(total)]))
     background(worker)
     for _ in range(3):
         # Progress since the last termination: the worker is connected again, and busy.
         target = len(runs) + 50
         wait_for(lambda target=target: len(runs) > target, timeout=20)
         assert len(runs) < total - 200, "the run ended too soon to test reconnecting"
-        with jobs.connect() as connection:
+        with jobs_engine.connect() as connection:
             terminated = connection.execute(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -452,7 +440,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
             ).scalar_one()
         assert terminated >= 1
         time.sleep(0.2)
-    wait_for(lambda: rows(jobs) == [], timeout=60)
+    wait_for(lambda: rows(jobs_engine) == [], timeout=60)
     assert worker.stats.reconnects >= 3
     assert sorted(set(runs)) == list(range(total))
     # At least once: a job finished while the connection was down is reported after the
@@ -461,7 +449,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
 
 
 def test_stop_lets_running_jobs_finish_and_releases_the_rest(
-    database_url: URL, jobs: Engine
+    database_url: URL, jobs_engine: Engine
 ) -> None:
     tasks = TaskRegistry()
     started = threading.Event()
@@ -476,7 +464,7 @@ def test_stop_lets_running_jobs_finish_and_releases_the_rest(
         started.set()
         await asyncio.sleep(3600)
 
-    enqueue(jobs, pgjobs.add_job("quick"), pgjobs.add_job("endless"))
+    enqueue(jobs_engine, pgjobs.add_job("quick"), pgjobs.add_job("endless"))
     worker = make_worker(database_url, tasks, shutdown_timeout=0.5)
     thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
     thread.start()
@@ -485,10 +473,10 @@ def test_stop_lets_running_jobs_finish_and_releases_the_rest(
     worker.stop()
     thread.join(timeout=10)
     assert not thread.is_alive()
-    [left] = rows(jobs)
+    [left] = rows(jobs_engine)
     assert (left.task_identifier, left.attempts, left.locked_by) == ("endless", 0, None)
     assert worker.stats.completed == 1 and worker.stats.released == 1
-    with jobs.connect() as connection:
+    with jobs_engine.connect() as connection:
         assert connection.execute(sql("SELECT count(*) FROM app_jobs.workers")).scalar_one() == 0
 
 
@@ -501,10 +489,10 @@ def test_a_missing_schema_fails_at_once(empty_database_url: URL) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_json_logs_carry_the_job_fields(database_url: URL, jobs: Engine) -> None:
+def test_json_logs_carry_the_job_fields(database_url: URL, jobs_engine: Engine) -> None:
     tasks = TaskRegistry()
     tasks.add("logged", lambda payload: None)
-    enqueue(jobs, pgjobs.add_job("logged"))
+    enqueue(jobs_engine, pgjobs.add_job("logged"))
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]

@@ -26,19 +26,12 @@ from sqla_pgjobs import InvalidArgumentError, JobSpec
 from sqla_pgjobs.schema import named_statements
 from sqla_pgjobs.validation import MAX_PAYLOAD_BYTES
 from sqla_pgjobs.worker import TaskRegistry, Worker
-from tests.helpers import SCHEMA, libpq_url, sql
+from tests.helpers import SCHEMA, libpq_url, sql, translated
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlalchemy.engine import URL, Engine
-
-TRANSLATE = {} if SCHEMA == "app_jobs" else {"schema_translate_map": {"app_jobs": SCHEMA}}
-
-
-@pytest.fixture
-def jobs(engine: Engine) -> Engine:
-    return engine.execution_options(**TRANSLATE)
 
 
 def job_count(engine: Engine) -> int:
@@ -61,7 +54,7 @@ def payload_of_size(size: int, character: str = "x") -> dict[str, str]:
 
 
 def test_a_payload_over_the_limit_is_refused_with_its_size_and_nothing_is_written(
-    jobs: Engine,
+    jobs_engine: Engine,
 ) -> None:
     """Proves: add_job, add_jobs and add_scheduled_job refuse a payload one byte over the
     limit with InvalidArgumentError naming the argument, the size and the limit (and not
@@ -85,13 +78,13 @@ def test_a_payload_over_the_limit_is_refused_with_its_size_and_nothing_is_writte
             f"{argument} is not allowed: its JSON text is {MAX_PAYLOAD_BYTES + 1} bytes; "
             f"at most {MAX_PAYLOAD_BYTES} (16 MiB) are allowed"
         )
-    assert job_count(jobs) == 0
+    assert job_count(jobs_engine) == 0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_payloads_at_the_limit_go_through_a_worker_unchanged(
-    jobs: Engine, database_url: URL
+    jobs_engine: Engine, database_url: URL
 ) -> None:
     """Proves: payloads of exactly MAX_PAYLOAD_BYTES (one by add_job, two in one add_jobs
     call, ASCII and multi-byte) are stored and handed to the handler byte for byte."""
@@ -106,7 +99,7 @@ def test_payloads_at_the_limit_go_through_a_worker_unchanged(
         return hashlib.sha256(text.encode()).hexdigest()
 
     expected = sorted(digest(p) for p in payloads)
-    with jobs.begin() as connection:
+    with jobs_engine.begin() as connection:
         connection.execute(pgjobs.add_job("big", payloads[0]))
         connection.execute(pgjobs.add_jobs([JobSpec("big", p) for p in payloads[1:]]))
 
@@ -123,7 +116,7 @@ def test_payloads_at_the_limit_go_through_a_worker_unchanged(
     stats = worker.run(drain=True, install_signal_handlers=False)
     assert stats.completed == len(payloads)
     assert sorted(seen) == expected
-    assert job_count(jobs) == 0
+    assert job_count(jobs_engine) == 0
 
 
 # --- A million queued jobs ------------------------------------------------------------------
@@ -136,7 +129,7 @@ SELECT 'queued', pg_catalog.json_build_object('n', n) FROM generate_series(1, :c
 
 def enqueue_seconds(url: URL, jobs_per_round: int) -> float:
     """Seconds per job to add ``jobs_per_round`` jobs, one add_job transaction each."""
-    engine = create_engine(url).execution_options(**TRANSLATE)
+    engine = translated(create_engine(url))
     try:
         begun = time.perf_counter()
         for i in range(jobs_per_round):
@@ -149,7 +142,7 @@ def enqueue_seconds(url: URL, jobs_per_round: int) -> float:
 
 def bulk_enqueue_seconds(url: URL, jobs_per_call: int) -> float:
     """Seconds per job for one add_jobs call of ``jobs_per_call`` jobs."""
-    engine = create_engine(url).execution_options(**TRANSLATE)
+    engine = translated(create_engine(url))
     try:
         specs = [JobSpec("measured", {"i": i}) for i in range(jobs_per_call)]
         begun = time.perf_counter()

@@ -31,11 +31,11 @@ from sqlalchemy.engine import URL
 
 from sqla_pgjobs import JobSpec, add_jobs, add_scheduled_job
 from sqla_pgjobs.schema import LATEST_VERSION, install
-from tests.helpers import REPO, SCHEMA, libpq_url, sql
+from tests.helpers import REPO, SCHEMA, libpq_url, sql, translated, wait_for
 from tests.worker_tasks.recording import RUNS_DIR_VARIABLE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
     from sqlalchemy.engine import Engine
 
@@ -190,16 +190,9 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 # --- The database -------------------------------------------------------------------------
 
 
-def jobs_engine(engine: Engine) -> Engine:
-    """The engine, with the wrappers' ``app_jobs`` mapped to this run's schema."""
-    if SCHEMA == "app_jobs":
-        return engine
-    return engine.execution_options(schema_translate_map={"app_jobs": SCHEMA})
-
-
 def enqueue(engine: Engine, jobs: Iterable[JobSpec]) -> list[int]:
     """Enqueue the jobs in one add_jobs statement; their ids."""
-    with jobs_engine(engine).begin() as connection:
+    with translated(engine).begin() as connection:
         return [row.id for row in connection.execute(add_jobs(jobs))]
 
 
@@ -220,23 +213,13 @@ def registered_workers(engine: Engine) -> set[str]:
         return set(connection.execute(sql("SELECT worker_id FROM app_jobs.workers")).scalars())
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, describe: Callable[[], str]) -> float:
-    """Poll ``condition`` until it holds; the seconds it took. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s: {describe()}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def wait_for_start(workers: Workers, job_id: int, attempt: int, timeout: float) -> dict[str, Any]:
     """The start event of ``job_id``'s ``attempt``, once its handler has begun."""
 
     def found() -> list[dict[str, Any]]:
         return [s for s in workers.starts() if (s["job_id"], s["attempt"]) == (job_id, attempt)]
 
-    wait_until(
+    wait_for(
         lambda: bool(found()),
         timeout,
         lambda: f"job {job_id} attempt {attempt} never started\n{workers.logs()}",
@@ -265,7 +248,7 @@ def test_twenty_thousand_jobs_through_four_worker_processes_each_run_exactly_onc
         for i in range(4)
     ]
     ids = {w.worker_id for w in started}
-    wait_until(
+    wait_for(
         lambda: registered_workers(engine) >= ids,
         60,
         lambda: f"workers did not all start\n{workers.logs()}",
@@ -274,7 +257,7 @@ def test_twenty_thousand_jobs_through_four_worker_processes_each_run_exactly_onc
     begun = time.monotonic()
     job_ids = enqueue(engine, [JobSpec("record") for _ in range(count)])
     assert len(set(job_ids)) == count
-    took = wait_until(
+    took = wait_for(
         lambda: job_count(engine) == 0,
         180,
         lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
@@ -313,7 +296,7 @@ def test_failing_jobs_are_retried_after_the_backoff_and_all_complete(
     assert len(failing) == 20
     started = [workers.start(database_url, "--concurrency", "8", name=f"retry{i}") for i in (1, 2)]
 
-    wait_until(
+    wait_for(
         lambda: job_count(engine) == 0,
         90,
         lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
@@ -357,7 +340,7 @@ def test_a_sigkilled_workers_job_is_run_again_after_its_heartbeat_timeout(
 
     # A live worker keeps its job: B starts, looks, and leaves it alone.
     b = workers.start(database_url, *options, name="survivor")
-    wait_until(
+    wait_for(
         lambda: b.worker_id in registered_workers(engine),
         60,
         lambda: f"worker B did not start\n{b.log()}",
@@ -378,7 +361,7 @@ def test_a_sigkilled_workers_job_is_run_again_after_its_heartbeat_timeout(
     assert 0 < rerun_after <= heartbeat_timeout + 10, rerun_after
     assert f"worker {a.worker_id} stopped heartbeating" in second["last_error"]
 
-    wait_until(
+    wait_for(
         lambda: job_count(engine) == 0,
         30,
         lambda: f"the job was not completed\n{workers.logs()}",
@@ -424,7 +407,7 @@ def test_a_second_sigterm_during_shutdown_exits_at_once(
     wait_for_start(workers, job_id, 1, 60)
 
     worker.send(signal.SIGTERM)
-    wait_until(
+    wait_for(
         lambda: "waiting up to 60 s for 1 running job(s)" in worker.log(),
         15,
         lambda: f"the worker did not begin its shutdown\n{worker.log()}",
@@ -447,7 +430,7 @@ def held_schedules(engine: Engine) -> list[str | None]:
 
 
 def add_yearly_schedule(engine: Engine) -> None:
-    with jobs_engine(engine).begin() as connection:
+    with translated(engine).begin() as connection:
         connection.execute(add_scheduled_job("record", {}, "0 0 1 1 *")).one()
 
 
@@ -459,7 +442,7 @@ def test_a_second_sigterm_ends_a_lone_scheduler_stuck_in_its_shutdown(
     signal stops it gracefully, a second exits at once, even while its shutdown waits."""
     add_yearly_schedule(engine)
     scheduler = workers.start_scheduler(database_url)
-    wait_until(
+    wait_for(
         lambda: held_schedules(engine) == [scheduler.worker_id],
         30,
         lambda: f"the scheduler claimed nothing\n{scheduler.log()}",
@@ -468,7 +451,7 @@ def test_a_second_sigterm_ends_a_lone_scheduler_stuck_in_its_shutdown(
         # Its shutdown releases its claims: an UPDATE this lock makes wait.
         blocker.execute(sql("LOCK TABLE app_jobs.scheduled_jobs IN EXCLUSIVE MODE"))
         scheduler.send(signal.SIGTERM)
-        wait_until(
+        wait_for(
             lambda: "SIGTERM: stopping scheduler" in scheduler.log(),
             15,
             lambda: f"the first signal was not heard\n{scheduler.log()}",
@@ -504,7 +487,7 @@ def test_one_sigterm_stops_a_worker_and_its_scheduler_gracefully(
 ) -> None:
     add_yearly_schedule(engine)
     worker = workers.start(database_url, "--with-scheduler")
-    wait_until(
+    wait_for(
         lambda: held_schedules(engine) != [None] and worker.worker_id in registered_workers(engine),
         30,
         lambda: f"the worker or its scheduler did not start\n{worker.log()}",
@@ -652,17 +635,6 @@ class OwnPostgres:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    server = OwnPostgres()
-    try:
-        server.initdb()
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
 @pytest.mark.timeout(240)
 def test_a_database_restart_mid_run_loses_no_job(
     own_postgres: OwnPostgres, workers: Workers
@@ -684,7 +656,7 @@ def test_a_database_restart_mid_run_loses_no_job(
             workers.start(url, "--concurrency", str(concurrency), name=f"restart{i}")
             for i in (1, 2)
         ]
-        wait_until(
+        wait_for(
             lambda: len({s["job_id"] for s in workers.starts()}) >= count // 5,
             120,
             lambda: f"the workers are not running jobs\n{workers.logs()}",
@@ -699,7 +671,7 @@ def test_a_database_restart_mid_run_loses_no_job(
         assert restarted > server_started
         assert left_before > concurrency * 2 * 10, "the restart came too late to be mid-run"
 
-        wait_until(
+        wait_for(
             lambda: job_count(engine) == 0,
             150,
             lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
