@@ -104,7 +104,7 @@ def test_a_per_second_cron_makes_one_job_per_second_with_two_schedulers(
         connection.execute(pgjobs.add_scheduled_job("tick", None, "* * * * * *"))
     runner.worker(tasks)
     first, second = runner.scheduler(), runner.scheduler()
-    time.sleep(5.5)
+    time.sleep(5.5)  # the scenario: five and a half seconds of per-second fires, two schedulers
     runner.stop()
     counts = per_second(ran)
     assert max(counts.values()) == 1, counts  # never two jobs for one fire time
@@ -153,7 +153,7 @@ def test_killing_a_scheduler_neither_stops_nor_duplicates_fires(
         )
         resumed = min(j.created_at.timestamp() for j in ran if j.created_at.timestamp() > killed_at)
         assert resumed - killed_at < 2 + 3
-        time.sleep(2)
+        time.sleep(2)  # the scenario: two more seconds of fires by the survivor alone
     finally:
         if doomed.poll() is None:
             doomed.kill()

@@ -38,6 +38,21 @@ def rows(engine: Engine, where: str = "true") -> list[Any]:
         )
 
 
+def worker_idle(engine: Engine, *, listening: bool = True) -> bool:
+    """A worker is connected to this database and runs no statement (it waits for a NOTIFY
+    or its next poll); with ``listening``, its LISTEN is in place too, so a NOTIFY reaches it."""
+    query = text(
+        "SELECT bool_and(state = 'idle')"
+        " AND bool_or(application_name LIKE 'pgjobs worker%')"
+        " AND (NOT :listening OR bool_or(query LIKE 'LISTEN%'))"
+        " FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"
+    )
+    with engine.connect() as connection:
+        return bool(connection.execute(query, {"listening": listening}).scalar())
+
+
 def make_worker(url: URL, tasks: TaskRegistry, **options: Any) -> Worker:
     options.setdefault("poll_interval", 0.5)
     return Worker(url, tasks, schema=SCHEMA, **options)
@@ -143,7 +158,7 @@ def test_drain_runs_sync_and_async_handlers_once_each(
 
     @tasks.task("with_job")
     async def with_job(payload: Any, job: Job) -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a handler that awaits something, as a real one does
         seen.append(("with_job", payload, job.attempts))
 
     enqueue(
@@ -204,12 +219,12 @@ def test_timeouts_cancel_async_handlers_and_fail_late_sync_ones(
 
     @tasks.task("slow_async", timeout=0.2)
     async def slow_async(payload: Any) -> None:
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # the scenario: far past its 0.2 s timeout
         finished.append("async")
 
     @tasks.task("slow_sync", timeout=0.2)
     def slow_sync(payload: Any) -> None:
-        time.sleep(0.6)
+        time.sleep(0.6)  # the scenario: past its timeout, in a thread nothing can stop
         finished.append("sync")
 
     enqueue(jobs_engine, pgjobs.add_job("slow_async"), pgjobs.add_job("slow_sync"))
@@ -235,7 +250,7 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs_engine
         with lock:
             running += 1
             most = max(most, running)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the scenario: a 50 ms job, long enough for the others to overlap
         with lock:
             running -= 1
 
@@ -246,7 +261,7 @@ def test_concurrency_bounds_running_and_held_jobs(database_url: URL, jobs_engine
     def sample() -> None:
         while not stop.is_set():
             held.append(len(rows(jobs_engine, "locked_by IS NOT NULL")))
-            time.sleep(0.02)
+            time.sleep(0.02)  # the sampling period
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -262,7 +277,7 @@ def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs_engi
     """With 5 ms jobs a worker holds a few jobs beyond its running ones (as many as should
     start within 10 ms), never more than concurrency + prefetch, and drains them all."""
     tasks = TaskRegistry()
-    tasks.add("short", lambda payload: time.sleep(0.005))
+    tasks.add("short", lambda payload: time.sleep(0.005))  # the scenario: 5 ms jobs
     enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("short") for _ in range(300)]))
     held: list[int] = []
     stop = threading.Event()
@@ -270,7 +285,7 @@ def test_short_jobs_are_prefetched_within_the_bound(database_url: URL, jobs_engi
     def sample() -> None:
         while not stop.is_set():
             held.append(len(rows(jobs_engine, "locked_by IS NOT NULL")))
-            time.sleep(0.01)
+            time.sleep(0.01)  # the sampling period
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -308,6 +323,7 @@ def test_prefetched_jobs_stuck_behind_long_ones_are_given_back(
     wait_for(lambda: len(started) == 2)
     # Within GIVE_BACK_AFTER (0.25 s) of the slots filling, only the running jobs are held.
     wait_for(lambda: len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2, timeout=5)
+    # The scenario: half a second in which the worker must take nothing (no event to await).
     time.sleep(0.5)
     assert len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2  # and no more are taken meanwhile
     waiting = rows(jobs_engine, "task_identifier = 'blocked' AND locked_by IS NULL")
@@ -334,7 +350,7 @@ def test_prefetch_zero_takes_jobs_only_for_free_slots(
     worker = make_worker(database_url, tasks, concurrency=2, prefetch=0)
     background(worker)
     wait_for(lambda: worker.stats.completed == 20)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the scenario: a while in which the worker, both slots busy, takes nothing
     assert len(rows(jobs_engine, "locked_by IS NOT NULL")) == 2
     release.set()
 
@@ -350,7 +366,7 @@ def test_a_delayed_job_starts_on_time_not_at_the_next_poll(
     tasks.add("later", lambda payload: started.append(datetime.now(UTC)))
     worker = make_worker(database_url, tasks, poll_interval=60)
     background(worker)
-    time.sleep(0.5)  # the worker is idle, asleep until its next poll in a minute
+    wait_for(lambda: worker_idle(jobs_engine))  # asleep until its next poll in a minute
     run_at = datetime.now(UTC) + timedelta(seconds=1.5)
     enqueue(jobs_engine, pgjobs.add_job("later", run_at=run_at))
     wait_for(lambda: bool(started), timeout=10)
@@ -385,7 +401,7 @@ def test_listen_wakes_an_idle_worker_at_once(
     started: list[float] = []
     tasks.add("now", lambda payload: started.append(time.monotonic()))
     background(make_worker(database_url, tasks, poll_interval=60))
-    time.sleep(0.5)
+    wait_for(lambda: worker_idle(jobs_engine))
     enqueued = time.monotonic()
     enqueue(jobs_engine, pgjobs.add_job("now"))
     wait_for(lambda: bool(started), timeout=10)
@@ -399,7 +415,7 @@ def test_poll_only_worker_finds_jobs_without_listen(
     done: list[int] = []
     tasks.add("polled", lambda payload: done.append(payload["i"]))
     background(make_worker(database_url, tasks, listen=False, poll_interval=0.3))
-    time.sleep(0.5)
+    wait_for(lambda: worker_idle(jobs_engine, listening=False))
     enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("polled", {"i": i}) for i in range(5)]))
     wait_for(lambda: len(done) == 5, timeout=10)
     assert sorted(done) == list(range(5))
@@ -418,7 +434,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
 
     @tasks.task("count")
     def count(payload: Any) -> None:
-        time.sleep(0.005)
+        time.sleep(0.005)  # 5 ms jobs: the run lasts long enough for three terminations
         with lock:
             runs.append(payload["i"])
 
@@ -430,6 +446,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
         target = len(runs) + 50
         wait_for(lambda target=target: len(runs) > target, timeout=20)
         assert len(runs) < total - 200, "the run ended too soon to test reconnecting"
+        lost = worker.stats.reconnects
         with jobs_engine.connect() as connection:
             terminated = connection.execute(
                 text(
@@ -439,7 +456,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(
                 )
             ).scalar_one()
         assert terminated >= 1
-        time.sleep(0.2)
+        wait_for(lambda lost=lost: worker.stats.reconnects > lost, timeout=20)  # noticed
     wait_for(lambda: rows(jobs_engine) == [], timeout=60)
     assert worker.stats.reconnects >= 3
     assert sorted(set(runs)) == list(range(total))
@@ -452,24 +469,23 @@ def test_stop_lets_running_jobs_finish_and_releases_the_rest(
     database_url: URL, jobs_engine: Engine
 ) -> None:
     tasks = TaskRegistry()
-    started = threading.Event()
+    started: set[str] = set()
 
     @tasks.task("quick")
     async def quick(payload: Any) -> None:
-        started.set()
-        await asyncio.sleep(0.2)
+        started.add("quick")
+        await asyncio.sleep(0.2)  # the scenario: still running when the worker is stopped
 
     @tasks.task("endless")
     async def endless(payload: Any) -> None:
-        started.set()
-        await asyncio.sleep(3600)
+        started.add("endless")
+        await asyncio.sleep(3600)  # the scenario: outlasts the 0.5 s shutdown timeout
 
     enqueue(jobs_engine, pgjobs.add_job("quick"), pgjobs.add_job("endless"))
     worker = make_worker(database_url, tasks, shutdown_timeout=0.5)
     thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
     thread.start()
-    assert started.wait(10)
-    time.sleep(0.05)
+    wait_for(lambda: started == {"quick", "endless"}, timeout=10)
     worker.stop()
     thread.join(timeout=10)
     assert not thread.is_alive()
