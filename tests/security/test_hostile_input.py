@@ -70,7 +70,7 @@ def nested(depth: int, leaf: Any = 0) -> Any:
 # --- Written cases: refused before the database ---------------------------------------------
 
 #: (case, call, argument named, fragment of what is allowed). Cases already in
-#: test_functions.BAD_CALLS are not repeated.
+#: python/test_wrappers.py's BAD_CALLS are not repeated.
 BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
     # Texts: lone surrogates (a bad decode) cannot be encoded for the server.
     ("surrogate in task", lambda: pgjobs.add_job("a\ud800"), "identifier", "valid Unicode"),

@@ -1,5 +1,5 @@
 """The worker in-process: handlers, failures, timeouts, waking on time, LISTEN and polling,
-reconnecting, stopping, logs. (Whole processes, crashes and restarts: test_worker_processes.)"""
+reconnecting, stopping, logs. (Whole processes, crashes and restarts: worker/test_processes.py.)"""
 
 from __future__ import annotations
 
