@@ -22,18 +22,21 @@ from sqla_pgjobs.testing import (
     unique_database_name,
 )
 from sqla_pgjobs.testing import template_database as testing_template
-from tests.helpers import SCHEMA
+from tests.helpers import SCHEMA, translated
+from tests.roles import role_maker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
 
+    from tests.roles import Role
 
-# Hypothesis (tests/test_hostile_input.py, tests/test_security.py): bounded examples and a
-# deadline per example. CI (CI=true) runs the suite three times on 2 cores: fewer examples,
-# the same ones every run (derandomize), no example database. HYPOTHESIS_PROFILE=thorough
-# explores ten times more, to hunt bugs by hand.
+
+# Hypothesis (tests/security/test_hostile_input.py, tests/security/test_attacks.py): bounded
+# examples and a deadline per example. CI (CI=true) runs the suite three times on 2 cores:
+# fewer examples, the same ones every run (derandomize), no example database.
+# HYPOTHESIS_PROFILE=thorough explores ten times more, to hunt bugs by hand.
 settings.register_profile("dev", max_examples=100, deadline=timedelta(seconds=5))
 settings.register_profile(
     "ci", max_examples=50, deadline=timedelta(seconds=10), derandomize=True, database=None
@@ -98,6 +101,20 @@ def engine(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def jobs_engine(engine: Engine) -> Engine:
+    """``engine`` with the job tables and wrappers on this run's schema (disposed with it)."""
+    return translated(engine)
+
+
+@pytest.fixture
+def make_role(engine: Engine) -> Iterator[Callable[..., Role]]:
+    """Make login roles with unique names (``make_role(prefix)``); each is dropped, with what
+    it owns, afterwards."""
+    with role_maker(engine) as make:
+        yield make
 
 
 FAKE_UPGRADE = """

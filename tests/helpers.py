@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -14,10 +15,11 @@ from alembic.operations import Operations
 from sqlalchemy import TextClause, text
 
 import sqla_pgjobs.alembic  # noqa: F401  (registers the ops)
-from sqla_pgjobs.database import libpq_url
+from sqla_pgjobs.database import libpq_url, on_schema
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, quote_schema, render
 
 __all__ = [
+    "REPO",
     "SCHEMA",
     "catalog",
     "libpq_url",
@@ -27,12 +29,17 @@ __all__ = [
     "raw",
     "run_ops",
     "sql",
+    "translated",
+    "wait_for",
 ]
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Connection, Engine
+
+#: The repository's root (tests/ lives in it; ``pgjobs worker`` subprocesses run there).
+REPO = Path(__file__).resolve().parent.parent
 
 #: The job schema's name in this test run (CI runs the suite once under an awkward name).
 SCHEMA = os.environ.get("PGJOBS_TEST_SCHEMA", DEFAULT_SCHEMA)
@@ -41,6 +48,12 @@ SCHEMA = os.environ.get("PGJOBS_TEST_SCHEMA", DEFAULT_SCHEMA)
 def sql(statement: str) -> TextClause:
     """``text()`` of a statement written with ``app_jobs``, for this run's schema."""
     return text(render(statement, SCHEMA))
+
+
+def translated(engine: Engine) -> Engine:
+    """``engine`` with the job tables and wrappers, written for ``app_jobs``, resolving to
+    this run's schema (:func:`sqla_pgjobs.database.on_schema`)."""
+    return on_schema(engine, SCHEMA)
 
 
 def raw(statement: str) -> str:
@@ -102,6 +115,24 @@ def catalog(connection: Connection, schema: str = SCHEMA) -> dict[str, list[tupl
         rows = connection.execute(text(query), {"ns": ns, "name": schema}).all()
         result[key] = [tuple(normal(v) for v in row) for row in rows]
     return result
+
+
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 20.0,
+    describe: Callable[[], str] | None = None,
+    interval: float = 0.05,
+) -> float:
+    """Poll ``condition`` until it holds; the seconds it took. Fails after ``timeout`` with
+    ``describe()`` (a log, say) in the message. Every 50 ms by default: quick enough for
+    the worker's and scheduler's sub-second timings, cheap for a query per poll."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            detail = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"not within {timeout} s{detail}")
+        time.sleep(interval)
+    return time.monotonic() - started
 
 
 def run_ops(engine: Engine, ops: Callable[[Any], None]) -> None:

@@ -11,7 +11,7 @@ This takes the npm package with ``npm pack`` (npm's own registry client, no othe
 download), copies ``dist/mermaid.min.js`` (one self-contained file; its bundled
 dependencies' licence notices are at its end) and the package's LICENSE into
 docs/assets/vendor/mermaid/, and records the version and the checksums in SOURCE.txt,
-which tests/test_docs_site.py compares with the files.
+which tests/docs/test_site.py compares with the files.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from sqla_pgjobs.functions import alive_until as alive_until
 from sqla_pgjobs.functions import complete_job as complete_job
 from sqla_pgjobs.functions import complete_job_batch as complete_job_batch
 from sqla_pgjobs.functions import complete_jobs as complete_jobs
+from sqla_pgjobs.functions import discard_jobs as discard_jobs
 from sqla_pgjobs.functions import fail_job as fail_job
 from sqla_pgjobs.functions import fail_job_batch as fail_job_batch
 from sqla_pgjobs.functions import get_job as get_job
@@ -48,13 +49,19 @@ from sqla_pgjobs.functions import get_scheduled_jobs as get_scheduled_jobs
 from sqla_pgjobs.functions import grant_access as grant_access
 from sqla_pgjobs.functions import heartbeat as heartbeat
 from sqla_pgjobs.functions import next_run_at as next_run_at
+from sqla_pgjobs.functions import pause_queue as pause_queue
+from sqla_pgjobs.functions import pause_task as pause_task
 from sqla_pgjobs.functions import permanently_fail_jobs as permanently_fail_jobs
+from sqla_pgjobs.functions import prune_job_history as prune_job_history
 from sqla_pgjobs.functions import recover_jobs as recover_jobs
 from sqla_pgjobs.functions import release_jobs as release_jobs
 from sqla_pgjobs.functions import release_scheduled_jobs as release_scheduled_jobs
 from sqla_pgjobs.functions import renew_scheduled_jobs as renew_scheduled_jobs
 from sqla_pgjobs.functions import reschedule_jobs as reschedule_jobs
+from sqla_pgjobs.functions import resume_queue as resume_queue
+from sqla_pgjobs.functions import resume_task as resume_task
 from sqla_pgjobs.functions import revoke_access as revoke_access
+from sqla_pgjobs.functions import set_history_retention as set_history_retention
 from sqla_pgjobs.schema import DEFAULT_SCHEMA as DEFAULT_SCHEMA
 from sqla_pgjobs.schema import LATEST_VERSION as LATEST_VERSION
 from sqla_pgjobs.tasks import Job, TaskRegistry

@@ -1,1 +1,1 @@
-"""Task modules that ``pgjobs worker`` imports in tests/test_worker_processes.py."""
+"""Task modules that ``pgjobs worker`` imports in tests/worker/test_processes.py."""

@@ -3,14 +3,15 @@
 -- Restores version 1 exactly: the functions version 2 replaced get their version 1
 -- definitions back (copied verbatim from schema_v1.sql), and what version 2 added is
 -- dropped: the helpers, the pauses (paused queues and tasks run again), and the job
--- history with its tables (the one thing a downgrade loses). tests/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
+-- history with its tables (the one thing a downgrade loses).
+-- tests/migrations/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
 -- downgraded again, has the catalog of a fresh version 1.
 --
 -- Like the upgrade, it runs online: CREATE OR REPLACE FUNCTION with unchanged signatures
--- and privileges, no table of version 1 touched. What version 2 wrote stays valid under version 1: a
--- job detached from its key is one attempt beyond max_attempts, which version 1's
--- release_jobs cannot make runnable either; a schedule fired with an explicit fire_time
--- has that time as last_scheduled, as under version 1.
+-- and privileges, no table of version 1 touched. What version 2 wrote stays valid under
+-- version 1: a job detached from its key is one attempt beyond max_attempts, which
+-- version 1's release_jobs cannot make runnable either; a schedule fired with an explicit
+-- fire_time has that time as last_scheduled, as under version 1.
 
 -- Migrations of the job schema take this lock for the rest of their transaction.
 DO $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(7064106277914394624); END $$;

@@ -3,7 +3,9 @@
 -- Released SQL is frozen: this file, once released, is never edited either (version 3
 -- is a new step). The token app_jobs stands for the schema name, as in schema_v1.sql.
 --
--- What changes (each fix has a test that fails against version 1: tests/test_schema_v2.py):
+-- What changes (each fix of 1-6 has a test that fails against version 1 in
+-- tests/sql/test_schema_v2.py; 7 and 8 are tested in tests/sql/test_history.py and
+-- tests/sql/test_pauses.py):
 --
 -- 1. run_scheduled_job without fire_time no longer refuses a fire because the last one
 --    was less than 500 ms ago: fires are deduplicated by an explicit fire_time only (the
@@ -629,7 +631,7 @@ $$;
 -- rescheduled, enqueued with a past run_at) that committed before the cursor's snapshot
 -- was visible to the cursor but below its lower bound: that call skipped it. (The cursor
 -- waits for its table lock before it takes its snapshot, which is where such a commit
--- lands: tests/test_schema_v2.py forces it.)
+-- lands: tests/sql/test_schema_v2.py forces it.)
 CREATE OR REPLACE FUNCTION app_jobs.get_jobs(
   worker_id text,
   task_identifiers text[] DEFAULT NULL,

@@ -1,6 +1,6 @@
 """The worker's decisions: how many jobs to take, when to cycle, how long to wait, when to give
 prefetched jobs back. Pure functions of a :class:`Load` (counts, ages, run times), so that
-they are tested without PostgreSQL (tests/test_worker_policy.py).
+they are tested without PostgreSQL (tests/worker/test_policy.py).
 
 The numbers:
 

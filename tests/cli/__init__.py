@@ -1,0 +1,1 @@
+"""The pgjobs command as a user and an operator run it."""

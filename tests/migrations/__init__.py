@@ -1,0 +1,1 @@
+"""Migrations: installing, upgrading and dropping the job schema, and the Alembic operations."""

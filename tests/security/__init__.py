@@ -1,0 +1,1 @@
+"""Security: access levels, attacks, and hostile input."""

@@ -1,0 +1,1 @@
+"""The SQL contract, tested through SQL: the job schema's functions, triggers and files."""

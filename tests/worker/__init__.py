@@ -1,0 +1,1 @@
+"""The worker: in-process, as real processes, its policy, chaos and limits."""
