@@ -31,7 +31,7 @@ from sqla_pgjobs import (
 )
 from sqla_pgjobs.schema import LATEST_VERSION, install, installed_version, migrate
 from tests.cli.test_cli import PGJOBS, pgjobs
-from tests.helpers import SCHEMA, catalog, libpq_url, run_ops, sql
+from tests.helpers import SCHEMA, catalog, libpq_url, run_ops, sql, wait_for
 from tests.migrations.test_alembic_ops import assert_same_catalog, psql
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ TENANT_B = "d1e0c7a2-5e2b-4f86-a3d1-8a77a0c4e902"
 MISSING_ID = 987_654_321
 LIVE = "worker-live"
 SILENT = "worker-silent"
+# Short, so that a server started for the tests is soon up for longer than that.
+SILENT_TIMEOUT = timedelta(seconds=2)
 # Clock slack between this process, the subprocess and the server (the same machine).
 SLACK = timedelta(seconds=5)
 
@@ -107,13 +109,24 @@ def make_failed(connection: Connection, identifier: str, worker: str = LIVE) -> 
 
 
 def silence(connection: Connection, worker: str) -> None:
-    """The worker's last heartbeat was 10 minutes ago: far beyond its timeout."""
+    """The worker's last heartbeat was 10 minutes ago: far beyond its timeout. A worker
+    also counts as alive for its timeout after the server started (app_jobs.alive_until),
+    so wait until the server has been up longer than the worker's timeout: a test's
+    embedded server may have started a moment ago."""
     connection.execute(
         sql(
             "UPDATE app_jobs.workers SET last_heartbeat = now() - interval '10 minutes' "
             "WHERE worker_id = :w"
         ),
         {"w": worker},
+    )
+    up_longer_than_timeout = sql(
+        "SELECT clock_timestamp() - pg_postmaster_start_time() > heartbeat_timeout "
+        "FROM app_jobs.workers WHERE worker_id = :w"
+    )
+    wait_for(
+        lambda: connection.execute(up_longer_than_timeout, {"w": worker}).scalar_one(),
+        timeout=SILENT_TIMEOUT.total_seconds() + 5,
     )
 
 
@@ -311,7 +324,7 @@ def test_status_counts_jobs_by_task_queue_and_state_and_shows_holders_workers_sc
         take(connection, LIVE, "report")
         make_failed(connection, "flaky")
         enqueue(connection, "cleanup")
-        take(connection, SILENT, "cleanup", timedelta(seconds=30))
+        take(connection, SILENT, "cleanup", SILENT_TIMEOUT)
         silence(connection, SILENT)
         nightly = connection.execute(add_scheduled_job("nightly", {}, "0 2 * * *")).one().id
         once = connection.execute(
@@ -344,7 +357,7 @@ def test_status_counts_jobs_by_task_queue_and_state_and_shows_holders_workers_sc
     assert workers[LIVE]["heartbeat_timeout"] == 600
     assert workers[SILENT]["alive"] is False
     assert 600 <= workers[SILENT]["seconds_since_heartbeat"] < 660
-    assert workers[SILENT]["heartbeat_timeout"] == 30
+    assert workers[SILENT]["heartbeat_timeout"] == 2
     schedules = {s["id"]: s for s in report["schedules"]}
     assert set(schedules) == {nightly, once.id}
     assert schedules[nightly]["task_identifier"] == "nightly"
@@ -364,7 +377,7 @@ def test_status_counts_jobs_by_task_queue_and_state_and_shows_holders_workers_sc
     lines = {line.split()[0]: line.split() for line in workers_block[1:]}
     assert lines[LIVE][1] == "alive"
     assert lines[SILENT][1] == "SILENT"
-    assert "(timeout 30 s)" in " ".join(lines[SILENT])
+    assert "(timeout 2 s)" in " ".join(lines[SILENT])
     schedules_block = blocks[4]
     assert schedules_block[0] == "scheduled jobs: 2"
     listed = {int(line.split()[0]): line for line in schedules_block[1:]}
@@ -664,7 +677,7 @@ def test_actions_take_jobs_of_a_worker_silent_beyond_its_timeout_without_force(
     with jobs_engine.begin() as connection:
         for action in ACTIONS:
             enqueue(connection, f"stale-{action}", queue_name=f"queue-{action}")
-            held[action] = take(connection, SILENT, f"stale-{action}", timedelta(seconds=30))
+            held[action] = take(connection, SILENT, f"stale-{action}", SILENT_TIMEOUT)
         silence(connection, SILENT)
     before = {action: job(jobs_engine, job_id) for action, job_id in held.items()}
 
