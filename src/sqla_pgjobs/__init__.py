@@ -26,14 +26,23 @@ from sqla_pgjobs.errors import (
     AlreadyScheduledError,
     InvalidArgumentError,
     InvalidWorkerIdError,
+    JobCancelledError,
     PgJobsError,
     SchemaNameError,
     SchemaVersionError,
 )
-from sqla_pgjobs.functions import JobSpec, add_job, add_jobs, add_scheduled_job, run_scheduled_job
+from sqla_pgjobs.functions import (
+    JobSpec,
+    add_job,
+    add_jobs,
+    add_scheduled_job,
+    cancel_jobs,
+    run_scheduled_job,
+)
 
 # Imported ``as`` themselves: the low-level wrappers and constants, importable from here as
 # they always were (SPEC section 3), not in ``__all__`` (their home is sqla_pgjobs.functions).
+from sqla_pgjobs.functions import CANCEL_RESULTS as CANCEL_RESULTS
 from sqla_pgjobs.functions import JobStatement as JobStatement
 from sqla_pgjobs.functions import alive_until as alive_until
 from sqla_pgjobs.functions import complete_job as complete_job
@@ -77,6 +86,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidWorkerIdError",
     "Job",
+    "JobCancelledError",
     "JobSpec",
     "JobTrigger",
     "PgJobsError",
@@ -90,6 +100,7 @@ __all__ = [
     "add_job",
     "add_jobs",
     "add_scheduled_job",
+    "cancel_jobs",
     "run_scheduled_job",
 ]
 

@@ -116,10 +116,12 @@ async def listen(
     wake: asyncio.Event,
     log: logging.Logger,
     extra: dict[str, Any],
+    *,
+    on_notify: Callable[[str, str], None] | None = None,
 ) -> None:
-    """LISTEN on ``channels`` and set ``wake`` for every notification, forever; a lost
-    connection is logged and made again with backoff (``wake`` is set once it is back,
-    for what was missed meanwhile)."""
+    """LISTEN on ``channels`` and set ``wake`` for every notification, forever, after
+    ``on_notify(channel, payload)`` when given; a lost connection is logged and made again
+    with backoff (``wake`` is set once it is back, for what was missed meanwhile)."""
     delay = RECONNECT_FIRST
     while True:
         try:
@@ -128,7 +130,9 @@ async def listen(
                     await connection.execute(f'LISTEN "{channel}"')
                 delay = RECONNECT_FIRST
                 wake.set()
-                async for _ in connection.notifies():
+                async for notification in connection.notifies():
+                    if on_notify is not None:
+                        on_notify(notification.channel, notification.payload)
                     wake.set()
         except CONNECTION_ERRORS as exc:
             log.warning("listen connection lost (%s); polling until it is back", exc, extra=extra)

@@ -15,6 +15,7 @@ __all__ = [
     "AlreadyScheduledError",
     "InvalidArgumentError",
     "InvalidWorkerIdError",
+    "JobCancelledError",
     "PgJobsError",
     "SchemaNameError",
     "SchemaVersionError",
@@ -83,6 +84,18 @@ class AlreadyScheduledError(PgJobsError):
     def __init__(self, detail: str | None) -> None:
         self.detail = detail
         super().__init__(f"ALREADY_SCHEDULED: {detail}" if detail else "ALREADY_SCHEDULED")
+
+
+class JobCancelledError(PgJobsError):
+    """A run stopped because an operator cancelled its job (``pgjobs jobs cancel``,
+    :func:`~sqla_pgjobs.functions.cancel_jobs`): what the worker records for an ``async``
+    handler whose task it cancelled, and what a plain handler may raise once
+    :attr:`Job.cancel_requested <sqla_pgjobs.tasks.Job.cancel_requested>` is true. The job
+    ends as cancelled, never retried. (Raised for a job nobody cancelled, it is an error
+    like any other: the job is retried.)"""
+
+    def __init__(self, message: str = "cancelled at an operator's request") -> None:
+        super().__init__(message)
 
 
 # What each CHECK constraint of the job tables allows, by constraint name.

@@ -36,8 +36,10 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     cast,
+    column,
     func,
     select,
+    table,
     true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -67,12 +69,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCESS_LEVELS",
+    "CANCEL_RESULTS",
     "JobSpec",
     "JobStatement",
     "add_job",
     "add_jobs",
     "add_scheduled_job",
     "alive_until",
+    "cancel_jobs",
     "complete_job",
     "complete_job_batch",
     "complete_jobs",
@@ -295,6 +299,7 @@ _DISCARD_JOBS = _rows(
     bindparam("force", type_=Boolean),
     nullable=False,
 )
+_CANCELLED = table("cancel_jobs", column("job_id", BigInteger), column("result", Text))
 _RESCHEDULE_JOBS = _rows(
     "reschedule_jobs",
     jobs,
@@ -829,6 +834,52 @@ def reschedule_jobs(
         job_expiry=check.check_interval("job_expiry", job_expiry),
         force=_force(force),
     )
+
+
+#: What :func:`cancel_jobs` reports for each id.
+CANCEL_RESULTS = (
+    "cancelled",  # it was waiting (or its holder is gone): in the history as cancelled now
+    "cancel_requested",  # a live worker holds it: that worker is asked to stop it
+    "already_failed",  # it failed for good: left as it is
+    "already_finished",  # in the history, no longer in the queue
+    "not_found",  # no such job
+)
+
+
+def cancel_jobs(
+    job_ids: Iterable[int] | Select[Any], *, job_expiry: timedelta | None = None
+) -> JobStatement:
+    """Cancel the listed jobs (schema version 2): ``job_ids`` is an iterable of ids, or a
+    ``select()`` of one column of job ids, which runs inside the same statement::
+
+        cancel_jobs(select(jobs.c.id).where(jobs.c.key == "receipt:42"))
+
+    A waiting job goes to the history as cancelled at once. A job a live worker holds gets
+    a cancel request, which reaches that worker within a second (a NOTIFY; its next cycle
+    and heartbeat read it too): an ``async`` handler's task is cancelled, a plain handler
+    sees :attr:`Job.cancel_requested <sqla_pgjobs.tasks.Job.cancel_requested>`; the job
+    ends as cancelled when its run ends other than by completing, and is never retried.
+    One row per distinct id: ``job_id`` and ``result``, one of :data:`CANCEL_RESULTS`; an
+    id that is unknown or finished is reported, not an error.
+
+    Renders ``SELECT job_id, result FROM app_jobs.cancel_jobs(:job_ids, :job_expiry)``.
+    """
+    ids: ColumnElement[Any]
+    if isinstance(job_ids, Select):
+        selected = job_ids.subquery("selected_jobs")
+        if len(selected.c) != 1:
+            raise InvalidArgumentError(
+                "job_ids",
+                job_ids,
+                f"a select() of job ids must have one column, not {len(selected.c)}",
+            )
+        [job_id] = selected.c
+        ids = select(cast(func.array_agg(job_id), _ID_ARRAY)).scalar_subquery()
+    else:
+        ids = bindparam("job_ids", check.check_ids("job_ids", job_ids), type_=_ID_ARRAY)
+    expiry = bindparam("job_expiry", check.check_interval("job_expiry", job_expiry), type_=Interval)
+    rows = _JobFunction("cancel_jobs", ids, expiry).table_valued(*_CANCELLED.c)
+    return JobStatement(*rows.alias("cancel_jobs").c)
 
 
 def _force(force: object) -> bool:

@@ -11,26 +11,24 @@ table of any size is pruned without a long transaction: each batch deletes at mo
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, cast, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import and_, select, text
 from sqlalchemy.exc import OperationalError
 
 from sqla_pgjobs import functions as fn
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.filters import job_filters
 from sqla_pgjobs.tables import job_history
 
 if TYPE_CHECKING:
     import uuid
 
     from sqlalchemy.engine import Connection, Engine
-    from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -94,24 +92,15 @@ def list_history(
     the finishing time, ``payload`` keeps runs whose payload contains it (JSON
     containment: ``{"order_id": 42}`` matches ``{"order_id": 42, "lines": [...]}``), and
     ``before`` continues a listing after its last id (keyset pagination)."""
-    conditions: list[ColumnElement[bool]] = []
-    if task is not None:
-        conditions.append(job_history.c.task_identifier == check.check_name("task", task))
-    if queue is not None:
-        conditions.append(job_history.c.queue_name == check.check_name("queue", queue))
-    if tenant is not None:
-        conditions.append(job_history.c.database_id == check.check_tenant("tenant", tenant))
+    conditions = job_filters(
+        job_history, task=task, queue=queue, tenant=tenant, key=key, payload=payload
+    )
     if outcome is not None:
         conditions.append(job_history.c.outcome == check.check_outcome("outcome", outcome))
-    if key is not None:
-        conditions.append(job_history.c.key == check.check_key("key", key))
     if since is not None:
         conditions.append(job_history.c.finished_at >= check.check_aware("since", since))
     if until is not None:
         conditions.append(job_history.c.finished_at < check.check_aware("until", until))
-    if payload is not None:
-        contained = json.loads(check.json_text("payload", payload) or "null")
-        conditions.append(cast(job_history.c.payload, JSONB).contains(contained))
     if before is not None:
         conditions.append(job_history.c.id < check.check_id("before", before))
     size = check.check_positive("limit", limit, optional=False)

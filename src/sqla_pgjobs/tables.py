@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
 __all__ = [
+    "cancel_requests",
     "history_retention",
     "job_history",
     "job_queues",
@@ -148,6 +149,17 @@ pauses = Table(
     Column("name", Text, primary_key=True),
     _timestamp("paused_at", nullable=False),
     Column("paused_by", Text, nullable=False),
+)
+
+#: Running jobs an operator asked to stop (schema version 2), with the worker that held
+#: each when asked; a row goes when its job ends.
+cancel_requests = Table(
+    "cancel_requests",
+    metadata,
+    Column("job_id", BigInteger, primary_key=True),
+    Column("worker_id", Text, nullable=False),
+    _timestamp("requested_at", nullable=False),
+    Column("requested_by", Text, nullable=False),
 )
 
 migrations = Table(

@@ -20,6 +20,7 @@ import dataclasses
 import inspect
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from sqla_pgjobs import validation as check
@@ -68,19 +69,43 @@ class Job:
     locked_by: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The jobs whose cancellation the worker running this one has been asked for (its
+    #: own set, shared by its jobs; empty outside a worker): see :attr:`cancel_requested`.
+    _cancel_requests: AbstractSet[int] = dataclasses.field(
+        default=frozenset(), repr=False, compare=False
+    )
 
     @property
     def is_last_attempt(self) -> bool:
         """True when failing now fails the job for good."""
         return self.attempts >= self.max_attempts
 
+    @property
+    def cancel_requested(self) -> bool:
+        """True once an operator has asked to cancel this job while it runs (``pgjobs jobs
+        cancel``, :func:`~sqla_pgjobs.functions.cancel_jobs`); the worker learns of it
+        within a second. An ``async`` handler does not need to look: its task is cancelled
+        (:class:`asyncio.CancelledError` is raised at its current ``await``). A plain
+        function cannot be interrupted (Python cannot stop a thread): one that may run for
+        long should check this between steps and stop by raising (:class:`~sqla_pgjobs.
+        errors.JobCancelledError`, or any exception), and the job ends as cancelled. A
+        handler that returns normally all the same completes its job."""
+        return self.id in self._cancel_requests
+
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
-        """The job from a row of ``app_jobs.jobs`` (extra columns are ignored)."""
-        return cls(**{field.name: row[field.name] for field in _JOB_FIELDS})
+    def from_row(
+        cls, row: Mapping[str, Any], cancel_requests: AbstractSet[int] = frozenset()
+    ) -> Job:
+        """The job from a row of ``app_jobs.jobs`` (extra columns are ignored), seeing the
+        ids in ``cancel_requests`` as cancelled (the worker's set, which it keeps up)."""
+        fields = {field: row[field] for field in _ROW_FIELDS}
+        return cls(**fields, _cancel_requests=cancel_requests)
 
 
-_JOB_FIELDS = dataclasses.fields(Job)
+#: The fields that are columns of app_jobs.jobs.
+_ROW_FIELDS = tuple(
+    field.name for field in dataclasses.fields(Job) if not field.name.startswith("_")
+)
 
 
 @dataclasses.dataclass(frozen=True)

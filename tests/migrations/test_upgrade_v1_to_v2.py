@@ -216,8 +216,8 @@ class Loop(threading.Thread):
 def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_working(
     empty_engine: Engine,
 ) -> None:
-    """A worker of ours (its own cycle statement, prepared by psycopg after five calls, in
-    binary) and the reference Node worker and scheduler (their exact calls, untyped
+    """A worker of ours (its own cycle statement for a version 1 schema, which it keeps
+    until it restarts, prepared by psycopg after five calls, in binary) and the reference Node worker and scheduler (their exact calls, untyped
     parameters, unnamed statements) run against version 1; the upgrade commits in the
     middle. No call fails, every job runs exactly once, and the upgrade waits for no lock."""
     with empty_engine.begin() as connection:
@@ -239,7 +239,7 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
         ids = [row[0] for row in setup.execute(raw(add), [JOBS])]
         schedule = str(value(setup, "SELECT id FROM app_jobs.add_scheduled_job(NULL, 'tick')"))
         ours.execute(
-            statements["heartbeat"],
+            statements["heartbeat_version_1"],
             {"worker_id": "ours-1", "heartbeat_timeout": timedelta(seconds=30), "info": Json({})},
         )
         done: list[int] = []
@@ -247,7 +247,7 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
         def our_cycle() -> None:
             later = upgraded.is_set()
             rows = ours.cursor(binary=True).execute(
-                statements["cycle"],
+                statements["cycle_version_1"],
                 {
                     "worker_id": "ours-1",
                     "completed_ids": list(done),
@@ -258,7 +258,7 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
                     "max_jobs": 3,
                 },
             )
-            taken = [row[4] for row in rows if row[4] is not None]  # the jobs' id column
+            taken = [row[5] for row in rows if row[5] is not None]  # the jobs' id column
             completed.extend(done)
             if later:
                 completed_after.extend(done)

@@ -73,6 +73,7 @@ def test_all_is_the_application_facing_api_and_the_wrappers_stay_importable() ->
         "InvalidArgumentError",
         "InvalidWorkerIdError",
         "Job",
+        "JobCancelledError",
         "JobSpec",
         "JobTrigger",
         "PgJobsError",
@@ -86,6 +87,7 @@ def test_all_is_the_application_facing_api_and_the_wrappers_stay_importable() ->
         "add_job",
         "add_jobs",
         "add_scheduled_job",
+        "cancel_jobs",
         "run_scheduled_job",
     }
     # SPEC section 3: one wrapper per SQL function, importable from the package.

@@ -90,6 +90,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "run_scheduled_job",
     "prune_job_history",  # version 2: workers prune the job history
     "claim_maintenance",  # ... one at a time
+    "cancel_requested_jobs",  # version 2: workers read the requests to stop their jobs
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
@@ -102,6 +103,7 @@ OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "resume_queue",
     "pause_task",
     "resume_task",
+    "cancel_jobs",  # version 2
 }
 FUNCTIONS = {
     "enqueue": ENQUEUE_FUNCTIONS,
@@ -114,6 +116,7 @@ TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"} | {
     "job_first_starts",
     "maintenance",
     "pauses",
+    "cancel_requests",
 }
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.

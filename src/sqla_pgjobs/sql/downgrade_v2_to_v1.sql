@@ -2,8 +2,8 @@
 --
 -- Restores version 1 exactly: the functions version 2 replaced get their version 1
 -- definitions back (copied verbatim from schema_v1.sql), and what version 2 added is
--- dropped: the helpers, the pauses (paused queues and tasks run again), and the job
--- history with its tables (the one thing a downgrade loses).
+-- dropped: the helpers, the pauses (paused queues and tasks run again), the cancel
+-- requests, and the job history with its tables (what a downgrade loses).
 -- tests/migrations/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
 -- downgraded again, has the catalog of a fresh version 1.
 --
@@ -370,6 +370,43 @@ BEGIN
 END
 $$;
 
+-- Give back the jobs and queues worker_id holds (all, or all but keep_job_ids), refunding
+-- the interrupted attempt: on shutdown, at start after a crash, or after a reconnect.
+CREATE OR REPLACE FUNCTION app_jobs.release_jobs(worker_id text, keep_job_ids bigint[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  PERFORM app_jobs.assert_worker_id(release_jobs.worker_id);
+
+  UPDATE app_jobs.jobs j
+     SET locked_at = NULL, locked_by = NULL, attempts = GREATEST(j.attempts - 1, 0),
+         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+   WHERE j.locked_by = release_jobs.worker_id
+     AND j.locked_at IS NOT NULL  -- lets the planner use jobs_locked_at_idx
+     AND NOT (j.id = ANY (coalesce(release_jobs.keep_job_ids, '{}')));
+
+  UPDATE app_jobs.job_queues q
+     SET locked_at = NULL, locked_by = NULL
+   WHERE q.locked_by = release_jobs.worker_id
+     AND NOT EXISTS (SELECT 1 FROM app_jobs.jobs j
+                      WHERE j.queue_name = q.queue_name
+                        AND j.id = ANY (coalesce(release_jobs.keep_job_ids, '{}')));
+
+  -- A worker that gives back all its jobs is leaving (or starting afresh): it is no
+  -- longer registered until its next heartbeat. With keep_job_ids (after a reconnect,
+  -- to give back jobs it was handed but never received) it stays.
+  IF release_jobs.keep_job_ids IS NULL THEN
+    DELETE FROM app_jobs.workers w WHERE w.worker_id = release_jobs.worker_id;
+  END IF;
+
+  -- Released jobs are runnable now; wake the workers (P5).
+  PERFORM pg_notify('jobs:insert', '');
+END
+$$;
+
 -- The earliest time a job could be taken (NULL: none known): the earliest run_at of the
 -- jobs not held, or the moment a silent worker's held jobs become recoverable. A worker
 -- with nothing to do sleeps until then instead of until its next poll (P5). One index
@@ -712,7 +749,11 @@ $$;
 --------------------------------------------------------------------------------------------
 
 -- No function refers to them any more. The history goes with its tables: a downgrade
--- loses the history, and nothing else.
+-- loses the history and the cancel requests of running jobs (which then complete, or
+-- fail and are retried, as under version 1), and nothing else.
+DROP FUNCTION app_jobs.cancel_jobs(bigint[], interval);
+DROP FUNCTION app_jobs.cancel_requested_jobs(text);
+DROP FUNCTION app_jobs.end_cancelled(bigint[], text[]);
 DROP FUNCTION app_jobs.assert_interval(text, interval);
 DROP FUNCTION app_jobs.prune_job_history(integer, interval);
 DROP FUNCTION app_jobs.claim_maintenance(text, text, interval);
@@ -725,7 +766,7 @@ DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
 DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
 DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz);
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-  app_jobs.maintenance, app_jobs.pauses;
+  app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests;
 
 -- alive_until leaves the operator level: version 1's list, and the grants taken back (those
 -- of the functions and tables dropped above went with them).

@@ -4,8 +4,8 @@
 -- is a new step). The token app_jobs stands for the schema name, as in schema_v1.sql.
 --
 -- What changes (each fix of 1-6 has a test that fails against version 1 in
--- tests/sql/test_schema_v2.py; 7 and 8 are tested in tests/sql/test_history.py and
--- tests/sql/test_pauses.py):
+-- tests/sql/test_schema_v2.py; 7, 8 and 9 are tested in tests/sql/test_history.py,
+-- tests/sql/test_pauses.py and tests/sql/test_cancel.py):
 --
 -- 1. run_scheduled_job without fire_time no longer refuses a fire because the last one
 --    was less than 500 ms ago: fires are deduplicated by an explicit fire_time only (the
@@ -35,6 +35,10 @@
 -- 8. Paused queues and tasks: pause_queue / pause_task (and resume_*) record a pause in
 --    app_jobs.pauses; get_jobs (so also the reference's get_job) takes no job of a
 --    paused queue or task, and next_run_at does not count them.
+-- 9. Cancellation: cancel_jobs ends waiting jobs as cancelled at once and records a
+--    request (app_jobs.cancel_requests, a NOTIFY on jobs:cancel) for running ones, which
+--    end as cancelled when their run fails, is given back or loses its worker
+--    (fail_job_batch, release_jobs, recover_jobs), never retried.
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -417,6 +421,147 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT app_jobs.set_paused('task', resume_task.task_identifier, false) $$;
 
 --------------------------------------------------------------------------------------------
+-- Cancellation (fix 9)
+--------------------------------------------------------------------------------------------
+
+-- Running jobs an operator asked to stop (cancel_jobs), with the worker that held each
+-- then. A row lasts until its job ends: the run fails (fail_job_batch), is given back
+-- (release_jobs) or its worker is gone (recover_jobs): the job then ends as cancelled,
+-- never retried; or it completes anyway (the work is done, and is recorded as completed),
+-- or an operator removes, fails or reschedules it. Workers read their rows with
+-- cancel_requested_jobs, woken by a NOTIFY on jobs:cancel whose payload is their id.
+CREATE TABLE app_jobs.cancel_requests (
+  job_id bigint NOT NULL,
+  worker_id text NOT NULL,
+  requested_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  requested_by name NOT NULL DEFAULT pg_catalog.session_user(),
+  CONSTRAINT cancel_requests_pkey PRIMARY KEY (job_id)
+);
+
+CREATE INDEX cancel_requests_worker_id_idx ON app_jobs.cancel_requests (worker_id);
+
+-- End the listed jobs as cancelled (internal): delete them, free the queues their holders
+-- had, drop their cancel requests, and record them in job_history (cancelled), each as it
+-- was (with its holder and the start of its last attempt), with the paired error message
+-- as its last error (NULL: the job's own last_error). Returns the jobs as recorded.
+CREATE FUNCTION app_jobs.end_cancelled(job_ids bigint[], error_messages text[])
+RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_done app_jobs.jobs[];
+BEGIN
+  WITH listed AS (
+    SELECT c.id, c.error_message
+      FROM unnest(end_cancelled.job_ids, end_cancelled.error_messages) AS c(id, error_message)
+  ), done AS (
+    DELETE FROM app_jobs.jobs j
+     USING listed c
+     WHERE j.id = c.id
+    RETURNING j AS job, c.error_message
+  ), freed AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_by = NULL, locked_at = NULL
+      FROM done d
+     WHERE q.queue_name = (d.job).queue_name AND q.locked_by = (d.job).locked_by
+  ), dropped AS (
+    DELETE FROM app_jobs.cancel_requests r
+     WHERE r.job_id IN (SELECT (d.job).id FROM done d)
+  )
+  SELECT array_agg(CASE WHEN d.error_message IS NULL THEN d.job
+                        ELSE jsonb_populate_record(d.job,
+                               jsonb_build_object('last_error', d.error_message)) END)
+    INTO v_done
+    FROM done d;
+  IF v_done IS NOT NULL THEN
+    PERFORM app_jobs.record_history('cancelled', v_done);
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_done);
+END
+$$;
+
+-- Cancel the listed jobs. One row per distinct id, with what became of it:
+--   cancelled         it was waiting (or its holder is gone): deleted, and recorded in
+--                     job_history as cancelled, now;
+--   cancel_requested  a live worker is running it (or holds it, ready to start): that
+--                     worker is asked to stop it (a NOTIFY on jobs:cancel with the worker's
+--                     id; its next cycle and heartbeat read the request too). The job ends
+--                     as cancelled when the run ends other than by completing, see
+--                     cancel_requests; a run that completes anyway is recorded completed;
+--   already_failed    it failed for good (no attempt left): left as it is;
+--   already_finished  it is no longer in the table, but in job_history;
+--   not_found         no such job (nor a history row of one).
+-- A lock counts as held as in the other administration functions (job_expiry). Jobs of
+-- silent holders are recovered first, as get_jobs would.
+CREATE FUNCTION app_jobs.cancel_jobs(
+  job_ids bigint[],
+  job_expiry interval DEFAULT interval '4 hours'
+) RETURNS TABLE (job_id bigint, result text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_expiry interval := coalesce(cancel_jobs.job_expiry, interval '4 hours');
+  v_waiting bigint[];
+  v_running bigint[];
+  v_failed bigint[];
+BEGIN
+  PERFORM app_jobs.recover_jobs(v_expiry);  -- also refuses a job_expiry out of range
+  SELECT coalesce(array_agg(s.id) FILTER (WHERE NOT s.held AND s.attempts < s.max_attempts),
+                  '{}'),
+         coalesce(array_agg(s.id) FILTER (WHERE s.held), '{}'),
+         coalesce(array_agg(s.id) FILTER (WHERE NOT s.held AND s.attempts >= s.max_attempts),
+                  '{}')
+    INTO v_waiting, v_running, v_failed
+    FROM (SELECT j.id, j.attempts, j.max_attempts,
+                 app_jobs.lock_is_held(j.locked_at, j.locked_by, now() - v_expiry) AS held
+            FROM app_jobs.jobs j
+           WHERE j.id = ANY (cancel_jobs.job_ids)
+             FOR UPDATE OF j) s;
+
+  PERFORM app_jobs.end_cancelled(v_waiting, NULL);
+
+  IF cardinality(v_running) > 0 THEN
+    INSERT INTO app_jobs.cancel_requests (job_id, worker_id)
+    SELECT j.id, j.locked_by FROM app_jobs.jobs j WHERE j.id = ANY (v_running)
+    ON CONFLICT ON CONSTRAINT cancel_requests_pkey
+    DO UPDATE SET worker_id = EXCLUDED.worker_id;
+    PERFORM pg_notify('jobs:cancel', r.worker_id)
+       FROM app_jobs.cancel_requests r
+      WHERE r.job_id = ANY (v_running)
+      GROUP BY r.worker_id;
+  END IF;
+
+  RETURN QUERY
+  SELECT l.id,
+         CASE WHEN l.id = ANY (v_waiting) THEN 'cancelled'
+              WHEN l.id = ANY (v_running) THEN 'cancel_requested'
+              WHEN l.id = ANY (v_failed) THEN 'already_failed'
+              WHEN EXISTS (SELECT 1 FROM app_jobs.job_history h WHERE h.job_id = l.id)
+                THEN 'already_finished'
+              ELSE 'not_found'
+         END
+    FROM (SELECT DISTINCT u.id FROM unnest(cancel_jobs.job_ids) AS u(id)
+           WHERE u.id IS NOT NULL) AS l
+   ORDER BY l.id;
+END
+$$;
+
+-- The jobs worker_id has been asked to stop (cancel_jobs), in id order; NULL: none. The
+-- worker reads them in each cycle and heartbeat, and at once on a NOTIFY on jobs:cancel.
+CREATE FUNCTION app_jobs.cancel_requested_jobs(worker_id text) RETURNS bigint[]
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT array_agg(r.job_id ORDER BY r.job_id)
+    FROM app_jobs.cancel_requests r
+   WHERE r.worker_id = cancel_requested_jobs.worker_id;
+$$;
+
+--------------------------------------------------------------------------------------------
 -- Enqueueing
 --------------------------------------------------------------------------------------------
 
@@ -513,7 +658,8 @@ $$;
 -- never registered (the reference Node worker) whose lock is older than job_expiry. A
 -- registered worker that is alive keeps its jobs whatever their age. The interrupted
 -- attempt counts; last_error says what happened. Version 2: a job whose interrupted
--- attempt was its last is recorded in job_history (failed).
+-- attempt was its last is recorded in job_history (failed); a job whose cancellation was
+-- requested ends as cancelled (fix 9).
 CREATE OR REPLACE FUNCTION app_jobs.recover_jobs(job_expiry interval DEFAULT interval '4 hours')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -525,6 +671,7 @@ DECLARE
   v_expiry interval := coalesce(recover_jobs.job_expiry, interval '4 hours');
   v_dead text[];
   v_ended app_jobs.jobs[];
+  v_cancelled bigint[];
 BEGIN
   -- Before anything is written (get_jobs calls this first, and so refuses the same way).
   PERFORM app_jobs.assert_interval('job_expiry', v_expiry);
@@ -539,6 +686,20 @@ BEGIN
                     ORDER BY e.locked_at LIMIT 1) >= v_now - v_expiry, true)
   THEN
     RETURN;
+  END IF;
+
+  -- Jobs asked to stop whose holder is gone end as cancelled, not retried.
+  IF EXISTS (SELECT 1 FROM app_jobs.cancel_requests) THEN
+    v_cancelled := ARRAY(SELECT j.id
+                           FROM app_jobs.cancel_requests r
+                           JOIN app_jobs.jobs j ON j.id = r.job_id
+                          WHERE NOT app_jobs.lock_is_held(j.locked_at, j.locked_by,
+                                                          v_now - v_expiry)
+                            FOR UPDATE OF j SKIP LOCKED);
+    PERFORM app_jobs.end_cancelled(
+      v_cancelled,
+      array_fill('cancelled: its worker stopped before the run ended'::text,
+                 ARRAY[cardinality(v_cancelled)]));
   END IF;
 
   WITH gone AS (
@@ -773,7 +934,7 @@ $$;
 
 -- Complete (delete) the listed jobs that worker_id holds and free their queues. Jobs not
 -- held by worker_id are left alone (C1). Returns the completed jobs. Version 2: records
--- them in job_history (completed).
+-- them in job_history (completed); a cancel request for one goes (the run completed).
 CREATE OR REPLACE FUNCTION app_jobs.complete_job_batch(worker_id text, job_ids bigint[])
 RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -798,6 +959,10 @@ BEGIN
   SELECT array_agg(d) INTO v_done FROM done d;
   IF v_done IS NOT NULL THEN
     PERFORM app_jobs.record_history('completed', v_done);
+    IF EXISTS (SELECT 1 FROM app_jobs.cancel_requests) THEN
+      DELETE FROM app_jobs.cancel_requests r
+       WHERE r.job_id IN (SELECT d.id FROM unnest(v_done) d);
+    END IF;
   END IF;
   RETURN QUERY SELECT * FROM unnest(v_done);
 END
@@ -808,7 +973,9 @@ $$;
 -- attempts are used up stays in the table, visibly failed. error_messages pairs with
 -- job_ids element by element (NULL: no messages). Version 2: a job whose attempts are
 -- used up is recorded in job_history (failed); one that will be retried keeps the start
--- of its first attempt for its history row (job_first_starts).
+-- of its first attempt for its history row (job_first_starts); one whose cancellation was
+-- requested ends as cancelled instead, with its error message, and is never retried
+-- (fix 9; so also when the reference's fail_job fails it).
 CREATE OR REPLACE FUNCTION app_jobs.fail_job_batch(
   worker_id text,
   job_ids bigint[],
@@ -821,6 +988,8 @@ AS $$
 DECLARE
   v_failed app_jobs.jobs[];
   v_ended app_jobs.jobs[];
+  v_cancelled bigint[];
+  v_cancelled_errors text[];
 BEGIN
   PERFORM app_jobs.assert_worker_id(fail_job_batch.worker_id);
   IF fail_job_batch.error_messages IS NOT NULL
@@ -830,6 +999,21 @@ BEGIN
       cardinality(fail_job_batch.error_messages), coalesce(cardinality(fail_job_batch.job_ids), 0)
       USING ERRCODE = '22023', COLUMN = 'error_messages',
             HINT = 'Pass one message per job id, or NULL.';
+  END IF;
+
+  IF EXISTS (SELECT 1 FROM app_jobs.cancel_requests) THEN
+    SELECT array_agg(f.id),
+           array_agg(coalesce(f.error_message, 'cancelled: the run ended without an error message'))
+      INTO v_cancelled, v_cancelled_errors
+      FROM unnest(fail_job_batch.job_ids, fail_job_batch.error_messages) AS f(id, error_message)
+     WHERE EXISTS (SELECT 1
+                     FROM app_jobs.cancel_requests r
+                     JOIN app_jobs.jobs j ON j.id = r.job_id
+                    WHERE r.job_id = f.id AND j.locked_by = fail_job_batch.worker_id);
+    IF v_cancelled IS NOT NULL THEN
+      -- Deleted: the statement below no longer finds them.
+      RETURN QUERY SELECT * FROM app_jobs.end_cancelled(v_cancelled, v_cancelled_errors);
+    END IF;
   END IF;
 
   WITH held AS (
@@ -872,6 +1056,62 @@ BEGIN
     PERFORM app_jobs.record_history('failed', v_ended);
   END IF;
   RETURN QUERY SELECT * FROM unnest(v_failed);
+END
+$$;
+
+-- Give back the jobs and queues worker_id holds (all, or all but keep_job_ids), refunding
+-- the interrupted attempt: on shutdown, at start after a crash, or after a reconnect.
+-- Version 2: a job whose cancellation was requested ends as cancelled instead of waiting
+-- again (fix 9).
+CREATE OR REPLACE FUNCTION app_jobs.release_jobs(worker_id text, keep_job_ids bigint[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_cancelled bigint[];
+BEGIN
+  PERFORM app_jobs.assert_worker_id(release_jobs.worker_id);
+
+  IF EXISTS (SELECT 1 FROM app_jobs.cancel_requests r
+              WHERE r.worker_id = release_jobs.worker_id) THEN
+    v_cancelled := ARRAY(SELECT j.id
+                           FROM app_jobs.cancel_requests r
+                           JOIN app_jobs.jobs j ON j.id = r.job_id
+                          WHERE r.worker_id = release_jobs.worker_id
+                            AND j.locked_by = release_jobs.worker_id
+                            AND j.locked_at IS NOT NULL
+                            AND NOT (j.id = ANY (coalesce(release_jobs.keep_job_ids, '{}'))));
+    PERFORM app_jobs.end_cancelled(
+      v_cancelled,
+      array_fill('cancelled: its worker gave it back before the run ended'::text,
+                 ARRAY[cardinality(v_cancelled)]));
+  END IF;
+
+  UPDATE app_jobs.jobs j
+     SET locked_at = NULL, locked_by = NULL, attempts = GREATEST(j.attempts - 1, 0),
+         updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+   WHERE j.locked_by = release_jobs.worker_id
+     AND j.locked_at IS NOT NULL  -- lets the planner use jobs_locked_at_idx
+     AND NOT (j.id = ANY (coalesce(release_jobs.keep_job_ids, '{}')));
+
+  UPDATE app_jobs.job_queues q
+     SET locked_at = NULL, locked_by = NULL
+   WHERE q.locked_by = release_jobs.worker_id
+     AND NOT EXISTS (SELECT 1 FROM app_jobs.jobs j
+                      WHERE j.queue_name = q.queue_name
+                        AND j.id = ANY (coalesce(release_jobs.keep_job_ids, '{}')));
+
+  -- A worker that gives back all its jobs is leaving (or starting afresh): it is no
+  -- longer registered until its next heartbeat. With keep_job_ids (after a reconnect,
+  -- to give back jobs it was handed but never received) it stays.
+  IF release_jobs.keep_job_ids IS NULL THEN
+    DELETE FROM app_jobs.workers w WHERE w.worker_id = release_jobs.worker_id;
+  END IF;
+
+  -- Released jobs are runnable now; wake the workers (P5).
+  PERFORM pg_notify('jobs:insert', '');
 END
 $$;
 
@@ -1006,8 +1246,8 @@ $$;
 --------------------------------------------------------------------------------------------
 
 -- Remove the listed jobs that no live worker holds (all of them with force), free their
--- queues, and record them in job_history with outcome: what complete_jobs and
--- discard_jobs do (version 2). Returns the removed jobs.
+-- queues, drop their cancel requests, and record them in job_history with outcome: what
+-- complete_jobs and discard_jobs do (version 2). Returns the removed jobs.
 CREATE FUNCTION app_jobs.remove_jobs(
   outcome text,
   job_ids bigint[],
@@ -1034,6 +1274,8 @@ BEGIN
        SET locked_by = NULL, locked_at = NULL
       FROM done d
      WHERE q.queue_name = d.queue_name AND q.locked_by = d.locked_by
+  ), dropped AS (
+    DELETE FROM app_jobs.cancel_requests r WHERE r.job_id IN (SELECT d.id FROM done d)
   )
   SELECT array_agg(d) INTO v_done FROM done d;
   IF v_done IS NOT NULL THEN
@@ -1076,7 +1318,7 @@ $$;
 
 -- C9: the stale lock is cleared too, so a later release_jobs cannot revive the job.
 -- Version 2: the jobs are recorded in job_history (failed), unless they had already failed
--- for good.
+-- for good; a cancel request for one goes (it is failed instead).
 CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
   job_ids bigint[],
   error_message text DEFAULT NULL,
@@ -1115,6 +1357,8 @@ BEGIN
        SET locked_by = NULL, locked_at = NULL
       FROM stale s
      WHERE q.queue_name = s.queue_name AND q.locked_by = s.locked_by
+  ), dropped AS (
+    DELETE FROM app_jobs.cancel_requests r WHERE r.job_id IN (SELECT s.id FROM stale s)
   )
   -- A job that had already failed for good was recorded then.
   SELECT array_agg(f.job),
@@ -1172,6 +1416,9 @@ BEGIN
        SET locked_by = NULL, locked_at = NULL
       FROM stale s
      WHERE q.queue_name = s.queue_name AND q.locked_by = s.locked_by
+  ), dropped AS (
+    -- Version 2: rescheduling a held job (force) withdraws a request to cancel it.
+    DELETE FROM app_jobs.cancel_requests r WHERE r.job_id IN (SELECT s.id FROM stale s)
   )
   SELECT * FROM changed;
 
@@ -1358,13 +1605,17 @@ REVOKE ALL ON FUNCTION app_jobs.claim_maintenance(text, text, interval) FROM PUB
 REVOKE ALL ON FUNCTION app_jobs.set_paused(text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
                        app_jobs.pause_task(text), app_jobs.resume_task(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_jobs.end_cancelled(bigint[], text[]),
+                       app_jobs.cancel_jobs(bigint[], interval),
+                       app_jobs.cancel_requested_jobs(text) FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-              app_jobs.maintenance, app_jobs.pauses
+              app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests
   FROM PUBLIC;
 
--- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs and
--- the pause and resume functions (fix 8), and reads the new tables; the worker level gains prune_job_history and
--- claim_maintenance (fix 7: workers prune, one at a time). grant_access lists them from
+-- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs, the
+-- pause and resume functions (fix 8) and cancel_jobs (fix 9), and reads the new tables;
+-- the worker level gains prune_job_history and claim_maintenance (fix 7: workers prune,
+-- one at a time) and cancel_requested_jobs (fix 9). grant_access lists them from
 -- now on, and the roles that already hold a level get them now: those that can execute
 -- complete_job_batch hold the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
@@ -1391,10 +1642,11 @@ BEGIN
       ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2), ('worker_cycle', 2),
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
-      ('prune_job_history', 2), ('claim_maintenance', 2),
+      ('prune_job_history', 2), ('claim_maintenance', 2), ('cancel_requested_jobs', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
       ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
-      ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3)
+      ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3),
+      ('cancel_jobs', 3)
     ) AS f(name, rank) ON f.name = p.proname
    WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
@@ -1431,7 +1683,10 @@ BEGIN
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_queue'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_queue'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_task'),
-                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task')
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'cancel_requested_jobs'),
+                   ('complete_jobs', 'EXECUTE ON FUNCTION', 'cancel_jobs'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'cancel_requests')
            ) AS g(held, kind, name)
       JOIN pg_catalog.pg_proc p ON p.pronamespace = v_schema AND p.proname = g.held,
            LATERAL pg_catalog.aclexplode(p.proacl) AS a

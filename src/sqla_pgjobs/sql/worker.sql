@@ -4,16 +4,34 @@
 
 -- name: cycle
 -- One row per job taken (columns of app_jobs.jobs, in order), or one row with NULL job
--- columns when none was; completed, failed, next_run_at and now repeat on every row.
-SELECT c.completed, c.failed, c.next_run_at, c.now, j.*
+-- columns when none was; completed, failed, next_run_at, now and cancel_requested (the
+-- jobs this worker is asked to stop, read once: a function in FROM) repeat on every row.
+SELECT c.completed, c.failed, c.next_run_at, c.now, r.cancel_requested, j.*
+  FROM app_jobs.worker_cycle(%(worker_id)s, %(completed_ids)s, %(failed_ids)s,
+                             %(error_messages)s, %(task_identifiers)s, %(job_expiry)s,
+                             %(max_jobs)s) AS c
+ CROSS JOIN app_jobs.cancel_requested_jobs(%(worker_id)s) AS r(cancel_requested)
+  LEFT JOIN LATERAL pg_catalog.unnest(c.taken) WITH ORDINALITY AS j ON true
+ ORDER BY j.ordinality;
+
+-- name: heartbeat
+SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s),
+       app_jobs.cancel_requested_jobs(%(worker_id)s) AS cancel_requested;
+
+-- The same two on a version 1 schema (a rolling upgrade not finished yet): there are no
+-- cancel requests to read.
+
+-- name: cycle_version_1
+SELECT c.completed, c.failed, c.next_run_at, c.now, NULL::bigint[] AS cancel_requested, j.*
   FROM app_jobs.worker_cycle(%(worker_id)s, %(completed_ids)s, %(failed_ids)s,
                              %(error_messages)s, %(task_identifiers)s, %(job_expiry)s,
                              %(max_jobs)s) AS c
   LEFT JOIN LATERAL pg_catalog.unnest(c.taken) WITH ORDINALITY AS j ON true
  ORDER BY j.ordinality;
 
--- name: heartbeat
-SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s);
+-- name: heartbeat_version_1
+SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s),
+       NULL::bigint[] AS cancel_requested;
 
 -- name: release_jobs
 SELECT app_jobs.release_jobs(%(worker_id)s, %(keep_job_ids)s);

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg.types.json import Json
 
 from sqla_pgjobs._connections import StatementConnection
@@ -24,11 +25,12 @@ from sqla_pgjobs.tasks import Job
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from collections.abc import Set as AbstractSet
     from datetime import datetime
 
     from sqla_pgjobs.worker.results import Batch
 
-__all__ = ["Cycle", "WorkerConnection"]
+__all__ = ["Cycle", "Heartbeat", "WorkerConnection"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class Cycle:
     #: The statement was sent again after a lost connection: results it reports as not
     #: recorded may have been recorded by the attempt that was lost.
     resent: bool
+    #: The jobs this worker has been asked to stop (app_jobs.cancel_requests).
+    cancel_requested: list[int]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat learnt: whether this worker was still registered (False: its
+    first heartbeat, or it had been given up for dead), and the jobs it is asked to stop."""
+
+    registered: bool
+    cancel_requested: list[int]
 
 
 class WorkerConnection:
@@ -61,9 +74,15 @@ class WorkerConnection:
         info: dict[str, Any],
         on_lost: Callable[[Exception], None],
         sleep: Callable[[float], Awaitable[None]],
+        cancel_requests: AbstractSet[int] = frozenset(),
     ) -> None:
+        """``cancel_requests``: the set the worker keeps of the jobs it is asked to stop,
+        which the jobs taken look at (:attr:`Job.cancel_requested`)."""
         self._sql = named_statements("worker.sql", schema)
+        self._cycle_sql = self._sql["cycle"]
+        self._heartbeat_sql = self._sql["heartbeat"]
         self._worker_id = worker_id
+        self._cancel_requests = cancel_requests
         self._losses = 0
 
         def lost(exc: Exception) -> None:
@@ -89,7 +108,7 @@ class WorkerConnection:
         trip, one transaction)."""
         losses = self._losses
         rows = await self._connection.execute(
-            self._sql["cycle"],
+            self._cycle_sql,
             {
                 **self._cycle_params,
                 "completed_ids": batch.completed,
@@ -101,21 +120,38 @@ class WorkerConnection:
         )
         first = rows[0]
         next_run_at = first["next_run_at"]
+        cancels = self._cancel_requests
         return Cycle(
             completed=first["completed"],
             failed=first["failed"],
-            taken=[Job.from_row(row) for row in rows if row["id"] is not None],
+            taken=[Job.from_row(row, cancels) for row in rows if row["id"] is not None],
             next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
             resent=self._losses > losses,
+            cancel_requested=first["cancel_requested"] or [],
         )
 
-    async def heartbeat(self, *, retry: bool = True) -> bool:
-        """Record that this worker is alive; False when it was not registered (its first
-        heartbeat, or it had been given up for dead)."""
-        [row] = await self._connection.execute(
-            self._sql["heartbeat"], self._heartbeat_params, retry=retry
-        )
-        return bool(row["heartbeat"])
+    async def heartbeat(self, *, retry: bool = True) -> Heartbeat:
+        """Record that this worker is alive, and read the jobs it is asked to stop."""
+        try:
+            [row] = await self._connection.execute(
+                self._heartbeat_sql, self._heartbeat_params, retry=retry
+            )
+        except psycopg.errors.UndefinedFunction:
+            if self._heartbeat_sql == self._sql["heartbeat_version_1"]:
+                raise
+            # A version 1 schema (mid-way through a rolling upgrade): no cancel requests,
+            # until this worker restarts on an upgraded schema.
+            self._cycle_sql = self._sql["cycle_version_1"]
+            self._heartbeat_sql = self._sql["heartbeat_version_1"]
+            [row] = await self._connection.execute(
+                self._heartbeat_sql, self._heartbeat_params, retry=retry
+            )
+        return Heartbeat(bool(row["heartbeat"]), row["cancel_requested"] or [])
+
+    @property
+    def reads_cancel_requests(self) -> bool:
+        """False on a version 1 schema, which has none (known after the first heartbeat)."""
+        return self._cycle_sql == self._sql["cycle"]
 
     async def release(self, keep: list[int] | None, *, retry: bool = True) -> None:
         """Give back every job this worker holds but those in ``keep``, attempts refunded

@@ -7,6 +7,11 @@ Timeouts (``Task.timeout``): an ``async`` handler is cancelled and its job fails
 TimeoutError. A plain function cannot be stopped: a warning is logged at the timeout, the
 job keeps its slot until the function returns (so that it never runs twice at once), and
 then fails with a TimeoutError.
+
+Cancel requests (:meth:`Handlers.cancel`): an ``async`` handler's task is cancelled and its
+run ends with a :class:`~sqla_pgjobs.errors.JobCancelledError`; a plain function sees
+``job.cancel_requested`` and may stop by raising. Either way the failure reported for a
+job with a cancel request ends it as cancelled in the database.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from sqla_pgjobs.errors import JobCancelledError
 from sqla_pgjobs.worker.threads import HandlerThreads
 
 if TYPE_CHECKING:
@@ -52,6 +58,19 @@ class Handlers:
 
     def job_ids(self) -> list[int]:
         return list(self._running)
+
+    def __contains__(self, job_id: int) -> bool:
+        return job_id in self._running
+
+    def cancel(self, job_id: int) -> None:
+        """Stop the run of ``job_id``, whose cancellation was requested: an ``async``
+        handler's task is cancelled; a plain function cannot be, and is left to look at
+        ``job.cancel_requested``."""
+        running = self._running.get(job_id)
+        if isinstance(running, asyncio.Task):
+            # On the next turn of the loop: a task created in this one has not entered its
+            # handler yet, and a cancel now would end it before it could report the run.
+            asyncio.get_running_loop().call_soon(running.cancel, "cancel requested")
 
     def start(self, job: Job) -> None:
         task = self._tasks.get(job.task_identifier)
@@ -116,10 +135,17 @@ class Handlers:
                 )
             timeout = task.timeout.total_seconds() if task.timeout is not None else None
             await asyncio.wait_for(task(job.payload, job), timeout=timeout)
-        except asyncio.CancelledError:
-            # Stopping: the job is released with its attempt refunded, not failed.
-            self._running.pop(job.id, None)
-            raise
+        except asyncio.CancelledError as exc:
+            if not job.cancel_requested:
+                # Stopping: the job is released with its attempt refunded, not failed.
+                self._running.pop(job.id, None)
+                raise
+            # Its cancellation was requested: the run ends here, as cancelled.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            error = JobCancelledError()
+            error.__cause__ = exc
         except BaseException as exc:
             error = exc
         self._finish(job, task, error, time.monotonic() - started)
@@ -168,6 +194,19 @@ class Handlers:
                         "outcome": "completed",
                     },
                 )
+        elif job.cancel_requested:
+            log.info(
+                "job %d (%s) cancelled after %.1f ms: %s",
+                job.id,
+                job.task_identifier,
+                duration * 1000,
+                f"{type(error).__name__}: {error}".split("\n", 1)[0],
+                extra={
+                    **self._fields(job),
+                    "duration_ms": round(duration * 1000, 3),
+                    "outcome": "cancelled",
+                },
+            )
         else:
             log.warning(
                 "job %d (%s) failed in %.1f ms: %s",

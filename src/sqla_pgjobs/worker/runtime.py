@@ -21,6 +21,12 @@ Waking up: a NOTIFY wakes it at once; otherwise it sleeps until the earliest tim
 could be taken (``next_run_at``: a delayed job or a retry falling due, or a silent
 worker's jobs becoming recoverable), and at most ``poll_interval``.
 
+Cancel requests (``cancel_jobs``, schema version 2): each cycle and each heartbeat read the
+jobs this worker is asked to stop, and a NOTIFY on ``jobs:cancel`` naming this worker makes
+a cycle due at once. A prefetched job is failed without being started; a running one is
+stopped (:meth:`~sqla_pgjobs.worker.handlers.Handlers.cancel`). The failure reported for it
+ends the job as cancelled.
+
 Stopping (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`, see
 :mod:`sqla_pgjobs.service`): no more jobs are taken; running handlers get
 ``shutdown_timeout`` to finish; what they finish is completed or failed; every job still
@@ -197,6 +203,10 @@ class _Run:
         # Taken, waiting for a slot, with when they were taken (monotonic).
         self.prefetched: collections.deque[tuple[Job, float]] = collections.deque()
         self.handlers = Handlers(worker.tasks, worker.worker_id, worker.concurrency, self.finish)
+        # The running jobs this worker is asked to stop (their Job.cancel_requested reads
+        # it), and whether a NOTIFY said there may be new requests.
+        self.cancel_requests: set[int] = set()
+        self.cancel_notified = False
         self.connection = WorkerConnection(
             url,
             worker.schema,
@@ -207,6 +217,7 @@ class _Run:
             info={"concurrency": worker.concurrency, "tasks": worker.tasks.names},
             on_lost=self._lost_connection,
             sleep=pause,
+            cancel_requests=self.cancel_requests,
         )
         self.helpers: list[asyncio.Task[None]] = []
         # False after a reconnect (or after being given up for dead), until the jobs a lost
@@ -245,6 +256,12 @@ class _Run:
             "listening" if worker.listen else f"polling every {worker.poll_interval:g} s",
             extra=self._fields,
         )
+        if not self.connection.reads_cancel_requests:
+            log.info(
+                "the job schema is at version 1: jobs cannot be cancelled while they run "
+                "until this worker restarts on an upgraded schema",
+                extra=self._fields,
+            )
         helpers = [self.heartbeats()] + ([self.listener()] if worker.listen else [])
         if worker.prune_interval is not None and not self.drain:
             helpers.append(
@@ -304,7 +321,7 @@ class _Run:
             if policy.prefetch_is_stuck(self.load(time.monotonic())):
                 await self.give_back_prefetched()
             load = self.load(time.monotonic())
-            if not policy.cycle_due(load):
+            if not policy.cycle_due(load) and not self.cancel_notified:
                 self.wake.clear()
                 await self._wait(policy.idle_wait(load))
                 continue
@@ -312,6 +329,7 @@ class _Run:
             if not self.reconciled:
                 await self._reconcile()
             self.wake.clear()
+            self.cancel_notified = False
             cycle = await self.cycle(max_jobs=wanted)
             now = time.monotonic()
             self.prefetched.extend((job, now) for job in cycle.taken)
@@ -336,6 +354,8 @@ class _Run:
             raise
         self.stats.completed += cycle.completed
         self.stats.failed += cycle.failed
+        if cycle.cancel_requested:
+            self.cancel(cycle.cancel_requested)
         missing = len(batch) - cycle.completed - cycle.failed
         if missing and cycle.resent:
             # The attempt lost with the connection may have recorded them: not news.
@@ -395,10 +415,46 @@ class _Run:
         while prefetched and len(handlers) < concurrency and not self.worker.stopping:
             handlers.start(prefetched.popleft()[0])
 
+    def cancel(self, job_ids: list[int]) -> None:
+        """Stop the jobs of ``job_ids`` this worker holds and has not been asked to stop
+        yet: a prefetched job fails at once, unstarted; a running one is stopped. (Others
+        have finished here: the result waiting for the next cycle decides.)"""
+        new = {job_id for job_id in job_ids if job_id not in self.cancel_requests}
+        if not new:
+            return
+        unstarted = [job for job, _ in self.prefetched if job.id in new]
+        if unstarted:
+            self.prefetched = collections.deque(
+                entry for entry in self.prefetched if entry[0].id not in new
+            )
+            now = time.monotonic()
+            for job in unstarted:
+                self.results.failed(job.id, "cancelled at an operator's request before it ran", now)
+                log.info(
+                    "job %d (%s) cancelled before it started",
+                    job.id,
+                    job.task_identifier,
+                    extra={**self._fields, "job_id": job.id, "outcome": "cancelled"},
+                )
+            # Report them now: their history row says when they were cancelled.
+            self.cancel_notified = True
+            self.wake.set()
+        for job_id in new:
+            if job_id in self.handlers:
+                self.cancel_requests.add(job_id)
+                self.handlers.cancel(job_id)
+                log.info(
+                    "job %d: cancel requested, stopping it",
+                    job_id,
+                    extra={**self._fields, "job_id": job_id},
+                )
+
     def finish(self, job: Job, error: BaseException | None, duration: float) -> None:
         """A handler ended (called by the handlers): keep its result for the next cycle,
         start the next prefetched job, and wake the loop if that makes a cycle due."""
         now = time.monotonic()
+        if self.cancel_requests:
+            self.cancel_requests.discard(job.id)
         self.pace.finished(duration, now)
         if error is None:
             self.results.completed(job.id, now)
@@ -416,7 +472,10 @@ class _Run:
         interval = self.worker.heartbeat_timeout / 6
         while True:
             await asyncio.sleep(interval)
-            if not await self.connection.heartbeat():
+            heartbeat = await self.connection.heartbeat()
+            if heartbeat.cancel_requested:
+                self.cancel(heartbeat.cancel_requested)
+            if not heartbeat.registered:
                 log.warning(
                     "this worker had been given up for dead (silent longer than %g s); "
                     "jobs it held may have been taken over",
@@ -426,7 +485,18 @@ class _Run:
                 self.reconciled = False
 
     async def listener(self) -> None:
-        await listen(self.url, ["jobs:insert"], self.wake, log, self._fields)
+        await listen(
+            self.url,
+            ["jobs:insert", "jobs:cancel"],
+            self.wake,
+            log,
+            self._fields,
+            on_notify=self._notified,
+        )
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == "jobs:cancel" and payload == self.worker.worker_id:
+            self.cancel_notified = True
 
     def _lost_connection(self, exc: Exception) -> None:
         self.stats.reconnects += 1
