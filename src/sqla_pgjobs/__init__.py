@@ -31,6 +31,10 @@ from sqla_pgjobs.errors import (
     SchemaNameError,
     SchemaVersionError,
 )
+
+# Imported ``as`` themselves: the low-level wrappers and constants, importable from here as
+# they always were (SPEC section 3), not in ``__all__`` (their home is sqla_pgjobs.functions).
+from sqla_pgjobs.functions import CANCEL_RESULTS as CANCEL_RESULTS
 from sqla_pgjobs.functions import (
     JobSpec,
     add_job,
@@ -39,10 +43,6 @@ from sqla_pgjobs.functions import (
     cancel_jobs,
     run_scheduled_job,
 )
-
-# Imported ``as`` themselves: the low-level wrappers and constants, importable from here as
-# they always were (SPEC section 3), not in ``__all__`` (their home is sqla_pgjobs.functions).
-from sqla_pgjobs.functions import CANCEL_RESULTS as CANCEL_RESULTS
 from sqla_pgjobs.functions import JobStatement as JobStatement
 from sqla_pgjobs.functions import alive_until as alive_until
 from sqla_pgjobs.functions import complete_job as complete_job

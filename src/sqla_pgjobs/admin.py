@@ -10,27 +10,30 @@ function takes a Connection mapped to the job schema's name (see
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, exists, func, literal, or_, select
 
 from sqla_pgjobs import functions as fn
 from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.filters import job_filters
 from sqla_pgjobs.schedules import InvalidScheduleError, parse_schedule
-from sqla_pgjobs.tables import jobs, pauses, scheduled_jobs, workers
+from sqla_pgjobs.tables import job_history, jobs, pauses, scheduled_jobs, workers
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import Sequence
 
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
+    "RETRYABLE_OUTCOMES",
     "STATES",
     "ActionResult",
+    "CancelResult",
     "Holder",
     "JobCount",
     "JobView",
@@ -40,6 +43,7 @@ __all__ = [
     "Status",
     "WorkerView",
     "as_json",
+    "cancel",
     "delete",
     "fail",
     "list_jobs",
@@ -279,20 +283,14 @@ def list_jobs(
     tenant: uuid.UUID | str | None = None,
     state: str | None = None,
     key: str | None = None,
+    payload: Any = None,
     limit: int = 100,
 ) -> list[JobView]:
-    """Jobs matching every filter given, in the order workers take them."""
+    """Jobs matching every filter given (see :func:`sqla_pgjobs.filters.job_filters`), in
+    the order workers take them."""
     if state is not None and state not in STATES:
         raise InvalidArgumentError("state", state, f"it must be one of {', '.join(STATES)}")
-    conditions: list[ColumnElement[bool]] = []
-    if task is not None:
-        conditions.append(jobs.c.task_identifier == task)
-    if queue is not None:
-        conditions.append(jobs.c.queue_name == queue)
-    if tenant is not None:
-        conditions.append(jobs.c.database_id == _tenant(tenant))
-    if key is not None:
-        conditions.append(jobs.c.key == key)
+    conditions = job_filters(jobs, task=task, queue=queue, tenant=tenant, key=key, payload=payload)
     if state is not None:
         conditions.append(_state_condition(state))
     rows = connection.execute(
@@ -302,13 +300,6 @@ def list_jobs(
         .limit(limit)
     ).mappings()
     return [JobView(**row) for row in rows]
-
-
-def _tenant(tenant: uuid.UUID | str) -> uuid.UUID:
-    try:
-        return tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(tenant)
-    except ValueError:
-        raise InvalidArgumentError("tenant", tenant, "it must be a UUID") from None
 
 
 def show_job(connection: Connection, job_id: int) -> JobView | None:
@@ -356,16 +347,103 @@ def list_schedules(connection: Connection) -> list[ScheduleView]:
 @dataclass(frozen=True)
 class ActionResult:
     """The jobs an action changed, and those it left alone: held by a live worker (use
-    ``force``), or no such job."""
+    ``force``), or no such job. ``requeued``: for :func:`retry`, the finished jobs enqueued
+    again from their history, each with the id of its new job."""
 
     done: list[int]
     skipped: list[int]
+    requeued: dict[int, int] = dataclasses.field(default_factory=dict)
+
+
+#: The outcomes :func:`retry` enqueues a finished job again for.
+RETRYABLE_OUTCOMES = ("failed", "cancelled", "discarded")
 
 
 def retry(connection: Connection, job_ids: Sequence[int], *, force: bool = False) -> ActionResult:
-    """Run failed or waiting jobs again now, with their attempts reset."""
+    """Run failed or waiting jobs again now, with their attempts reset. A job no longer in
+    the queue whose last finish was failed, cancelled or discarded is enqueued again from
+    its history row (same task, payload, queue, priority, key, tenant and max attempts), as
+    a new job: ``requeued`` maps its id to the new one."""
     statement = fn.reschedule_jobs(job_ids, run_at=datetime.now(UTC), attempts=0, force=force)
-    return _acted(connection, statement, job_ids)
+    acted = _acted(connection, statement, job_ids)
+    requeued = _enqueue_again(connection, acted.skipped)
+    skipped = [job_id for job_id in acted.skipped if job_id not in requeued]
+    return ActionResult(acted.done, skipped, requeued)
+
+
+def _enqueue_again(connection: Connection, job_ids: Sequence[int]) -> dict[int, int]:
+    """Enqueue again the listed jobs that are no longer in the queue and whose last
+    recorded finish is one of RETRYABLE_OUTCOMES; their new ids."""
+    if not job_ids:
+        return {}
+    last = (
+        select(job_history)
+        .where(job_history.c.job_id.in_(job_ids))
+        .where(~exists().where(jobs.c.id == job_history.c.job_id))
+        .order_by(job_history.c.job_id, job_history.c.id.desc())
+        .distinct(job_history.c.job_id)
+        .subquery()
+    )
+    finishes = connection.execute(
+        select(last).where(last.c.outcome.in_(RETRYABLE_OUTCOMES))
+    ).mappings()
+    new_ids: dict[int, int] = {}
+    for finish in finishes:
+        statement = fn.add_job(
+            finish["task_identifier"],
+            finish["payload"],
+            db_id=finish["database_id"],
+            job_key=finish["key"],
+            queue_name=finish["queue_name"],
+            max_attempts=finish["max_attempts"],
+            priority=finish["priority"],
+        )
+        new_ids[finish["job_id"]] = connection.execute(statement).one().id
+    return new_ids
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What :func:`cancel` did with each job, by result (one of
+    :data:`sqla_pgjobs.functions.CANCEL_RESULTS`), ids in order."""
+
+    by_result: dict[str, list[int]]
+
+    def ids(self, *results: str) -> list[int]:
+        """The jobs with any of these results, in order."""
+        return sorted(job_id for result in results for job_id in self.by_result.get(result, []))
+
+
+def cancel(
+    connection: Connection,
+    job_ids: Sequence[int] | None = None,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    tenant: uuid.UUID | str | None = None,
+    key: str | None = None,
+    payload: Any = None,
+) -> CancelResult:
+    """Cancel the listed jobs, or, with filters instead (see :func:`sqla_pgjobs.filters.
+    job_filters`), every job matching them that may still run, in one statement (see
+    :func:`sqla_pgjobs.functions.cancel_jobs` for what becomes of each)."""
+    conditions = job_filters(jobs, task=task, queue=queue, tenant=tenant, key=key, payload=payload)
+    if (job_ids is None) == (not conditions):
+        raise InvalidArgumentError(
+            "job_ids",
+            job_ids,
+            "cancel takes job ids or filters (task, queue, tenant, key, payload), not both "
+            "and not neither",
+        )
+    if job_ids is None:
+        may_run = or_(jobs.c.locked_at.is_not(None), jobs.c.attempts < jobs.c.max_attempts)
+        statement = fn.cancel_jobs(select(jobs.c.id).where(may_run, *conditions))
+    else:
+        statement = fn.cancel_jobs(job_ids)
+    by_result: dict[str, list[int]] = {}
+    for row in connection.execute(statement):
+        by_result.setdefault(row.result, []).append(row.job_id)
+    return CancelResult(by_result)
 
 
 def fail(

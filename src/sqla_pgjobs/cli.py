@@ -32,7 +32,14 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
-    from sqla_pgjobs.admin import ActionResult, JobView, QueueView, ScheduleView, Status
+    from sqla_pgjobs.admin import (
+        ActionResult,
+        CancelResult,
+        JobView,
+        QueueView,
+        ScheduleView,
+        Status,
+    )
     from sqla_pgjobs.history import HistoryView
 
 __all__ = ["main"]
@@ -585,6 +592,14 @@ def _json_argument(option: str, value: str) -> Any:
         raise click.BadParameter(f"{value!r} is not JSON ({exc})", param_hint=option) from None
 
 
+_PAYLOAD_HELP = "Only jobs whose payload contains this JSON, e.g. '{\"order_id\": 42}'."
+
+
+def _payload(value: str | None) -> Any:
+    """A --payload filter: JSON that the payloads must contain."""
+    return None if value is None else _json_argument("--payload", value)
+
+
 @main.command()
 @DATABASE_URL
 @SCHEMA
@@ -701,10 +716,11 @@ _pause_command("resume", paused=False)
 
 @main.group()
 def jobs() -> None:
-    """List, inspect, retry, fail, reschedule and delete jobs.
+    """List, inspect, retry, fail, reschedule, cancel and delete jobs.
 
     The actions leave alone the jobs a live worker holds, unless --force is given (the
-    worker's own result for such a job is then ignored).
+    worker's own result for such a job is then ignored); cancel asks that worker to stop
+    the job instead.
     """
 
 
@@ -718,6 +734,7 @@ def jobs() -> None:
     "--state", type=click.Choice(["due", "delayed", "running", "failed"]), help="Only this state."
 )
 @click.option("--key", help="Only the job with this key.")
+@click.option("--payload", metavar="JSON", help=_PAYLOAD_HELP)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
 def jobs_list(
@@ -728,6 +745,7 @@ def jobs_list(
     tenant: str | None,
     state: str | None,
     key: str | None,
+    payload: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -737,7 +755,14 @@ def jobs_list(
 
     with _reported(schema, usage=True), _connection(database_url, schema) as connection:
         rows = list_jobs(
-            connection, task=task, queue=queue, tenant=tenant, state=state, key=key, limit=limit
+            connection,
+            task=task,
+            queue=queue,
+            tenant=tenant,
+            state=state,
+            key=key,
+            payload=_payload(payload),
+            limit=limit,
         )
     if as_json:
         for row in plain(rows):
@@ -783,11 +808,7 @@ def jobs_show(job_id: int, database_url: str, schema: str) -> None:
 @click.option("--key", help="Only jobs with this key.")
 @click.option("--since", metavar="WHEN", help=_WHEN_HELP.format("at or after"))
 @click.option("--until", metavar="WHEN", help=_WHEN_HELP.format("before"))
-@click.option(
-    "--payload",
-    metavar="JSON",
-    help="Only jobs whose payload contains this JSON, e.g. '{\"order_id\": 42}'.",
-)
+@click.option("--payload", metavar="JSON", help=_PAYLOAD_HELP)
 @click.option(
     "--before", type=int, metavar="ID", help="Continue a listing: entries older than this id."
 )
@@ -821,7 +842,7 @@ def jobs_history(
             key=key,
             since=_when("--since", since),
             until=_when("--until", until),
-            payload=None if payload is None else _json_argument("--payload", payload),
+            payload=_payload(payload),
             before=before,
             limit=limit,
         )
@@ -860,7 +881,9 @@ def _job_action(name: str) -> Callable[[Callable[..., ActionResult]], click.Comm
 
 @_job_action("retry")
 def _retry(connection: Connection, job_ids: list[int], *, force: bool) -> ActionResult:
-    """Run failed or waiting jobs again now, with their attempts reset."""
+    """Run failed or waiting jobs again now, with their attempts reset; a job that ended
+    failed, cancelled or discarded and is no longer in the queue is enqueued again from
+    its history, as a new job."""
     from sqla_pgjobs import admin
 
     return admin.retry(connection, job_ids, force=force)
@@ -901,6 +924,66 @@ def _delete(connection: Connection, job_ids: list[int], *, force: bool) -> Actio
     from sqla_pgjobs import admin
 
     return admin.delete(connection, job_ids, force=force)
+
+
+@jobs.command("cancel")
+@click.argument("job_ids", nargs=-1, type=int)
+@DATABASE_URL
+@SCHEMA
+@click.option("--task", help="Instead of ids: every job of this task that may still run.")
+@click.option("--queue", help="... of this queue.")
+@click.option("--tenant", help="... of this tenant (database_id).")
+@click.option("--key", help="... with this key.")
+@click.option("--payload", metavar="JSON", help="... whose payload contains this JSON.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+def jobs_cancel(
+    job_ids: tuple[int, ...],
+    database_url: str,
+    schema: str,
+    task: str | None,
+    queue: str | None,
+    tenant: str | None,
+    key: str | None,
+    payload: str | None,
+    as_json: bool,
+) -> None:
+    """Cancel jobs, by id or by filters (combined with AND).
+
+    A waiting job goes to the history as cancelled at once. A running one is stopped by
+    the worker that runs it, within a second (an async handler is cancelled; a plain one
+    is asked, through job.cancel_requested), and is never retried. Exit 1 if some jobs
+    could not be cancelled (already finished or failed, or no such job).
+    """
+    from sqla_pgjobs import admin
+
+    filters = (task, queue, tenant, key, payload)
+    if bool(job_ids) == any(value is not None for value in filters):
+        raise click.UsageError(
+            "give job ids, or filters (--task, --queue, --tenant, --key, --payload), not both"
+        )
+    with (
+        _reported(schema, usage=True),
+        _connection(database_url, schema, write=True) as connection,
+    ):
+        result = admin.cancel(
+            connection,
+            list(job_ids) if job_ids else None,
+            task=task,
+            queue=queue,
+            tenant=tenant,
+            key=key,
+            payload=_payload(payload),
+        )
+    if as_json:
+        outcomes = sorted(
+            (job_id, name) for name, ids in result.by_result.items() for job_id in ids
+        )
+        for job_id, name in outcomes:
+            click.echo(_json({"job_id": job_id, "result": name}))
+    else:
+        _render_cancel(result, by_filter=not job_ids)
+    if result.ids("already_failed", "already_finished", "not_found"):
+        sys.exit(1)
 
 
 # --- Rendering ----------------------------------------------------------------------------
@@ -1014,9 +1097,39 @@ def _render_queues(rows: list[QueueView], paused_tasks: list[str]) -> None:
         click.echo(f"\npaused tasks: {', '.join(paused_tasks)}")
 
 
+#: Why cancel left a job alone.
+_NOT_CANCELLED = {
+    "already_failed": "failed for good already",
+    "already_finished": "finished already",
+    "not_found": "no such job",
+}
+
+
+def _render_cancel(result: CancelResult, *, by_filter: bool) -> None:
+    if not result.by_result and by_filter:
+        click.echo("cancelled: none (no job that may still run matches)")
+    if cancelled := result.ids("cancelled"):
+        click.echo(f"cancelled: {' '.join(map(str, cancelled))}")
+    if requested := result.ids("cancel_requested"):
+        click.echo(
+            f"cancel requested: {' '.join(map(str, requested))} (running: the workers "
+            "that run them stop them)"
+        )
+    refused = sorted(
+        (job_id, reason)
+        for result_name, reason in _NOT_CANCELLED.items()
+        for job_id in result.ids(result_name)
+    )
+    if refused:
+        listed = ", ".join(f"{job_id} ({reason})" for job_id, reason in refused)
+        click.echo(f"not cancelled: {listed}", err=True)
+
+
 def _render_action(action: str, result: ActionResult) -> None:
     if result.done:
         click.echo(f"{action}: {' '.join(map(str, result.done))}")
+    for old, new in sorted(result.requeued.items()):
+        click.echo(f"{action}: {old} from the history, as new job {new}")
     if result.skipped:
         raise click.ClickException(
             f"not {action}: {' '.join(map(str, result.skipped))} (no such job, or a live "

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from sqla_pgjobs import add_job
 from sqla_pgjobs.database import on_schema
-from sqla_pgjobs.functions import complete_jobs, fail_job, get_jobs
+from sqla_pgjobs.functions import complete_jobs, fail_job, get_jobs, heartbeat
 from sqla_pgjobs.tables import job_history
 from tests.cli.test_operator_commands import cli, cli_all, json_lines, ok
 from tests.helpers import SCHEMA, sql
@@ -187,3 +187,138 @@ def test_queues_list_pause_and_resume_as_an_operator_sees_them(
     with jobs.begin() as connection:
         paused = connection.execute(sql("SELECT kind, name FROM app_jobs.pauses ORDER BY 1, 2"))
         assert [tuple(row) for row in paused] == [("queue", "later"), ("task", "send")]
+
+
+# --- pgjobs jobs cancel, and retry from the history -----------------------------------------
+
+
+def test_cancel_by_ids_reports_each_and_exits_1_for_those_it_could_not_cancel(
+    database_url: URL, engine: Engine
+) -> None:
+    ids = finished_jobs(engine)
+    jobs = on_schema(engine, SCHEMA)
+    with jobs.begin() as connection:
+        connection.execute(heartbeat("worker-1")).scalar_one()
+        running = connection.execute(add_job("long")).one().id
+        connection.execute(get_jobs("worker-1", ["long"])).one()
+    result = cli(
+        database_url,
+        "jobs",
+        "cancel",
+        str(ids["live"]),
+        str(running),
+        str(ids["receipt_42"]),
+        str(ids["export"]),
+        "999999",
+    )
+    assert result.returncode == 1, result
+    assert result.stdout.splitlines() == [
+        f"cancelled: {ids['live']}",
+        f"cancel requested: {running} (running: the workers that run them stop them)",
+    ]
+    assert result.stderr.strip() == (
+        f"not cancelled: {ids['receipt_42']} (finished already), "
+        f"{ids['export']} (failed for good already), 999999 (no such job)"
+    )
+    with jobs.begin() as connection:
+        outcome = connection.execute(
+            select(job_history.c.outcome).where(job_history.c.job_id == ids["live"])
+        ).scalar_one()
+    assert outcome == "cancelled"
+
+
+def test_cancel_by_filters_takes_only_jobs_that_may_still_run(
+    database_url: URL, engine: Engine
+) -> None:
+    ids = finished_jobs(engine)
+    jobs = on_schema(engine, SCHEMA)
+    with jobs.begin() as connection:
+        other = connection.execute(add_job("live", {"order_id": 43})).one().id
+    by_payload, again, by_task = cli_all(
+        database_url,
+        ["jobs", "cancel", "--json", "--payload", '{"order_id": 42}'],
+        ["jobs", "cancel", "--payload", '{"order_id": 42}'],
+        ["jobs", "cancel", "--task", "export"],  # failed for good: not a job that may run
+    )
+    assert json_lines(by_payload) == [{"job_id": ids["live"], "result": "cancelled"}]
+    assert (
+        ok(again).strip()
+        == ok(by_task).strip()
+        == ("cancelled: none (no job that may still run matches)")
+    )
+    with jobs.begin() as connection:
+        left = set(connection.execute(sql("SELECT id FROM app_jobs.jobs")).scalars())
+    assert left == {other, ids["export"]}
+
+
+def test_cancel_refuses_bad_use_before_touching_anything(database_url: URL, engine: Engine) -> None:
+    ids = finished_jobs(engine)
+    results = cli_all(
+        database_url,
+        ["jobs", "cancel"],
+        ["jobs", "cancel", str(ids["live"]), "--task", "live"],
+        ["jobs", "cancel", "--payload", "{bad"],
+        ["jobs", "cancel", "--tenant", "not-a-uuid"],
+        ["jobs", "cancel", "--task", "x" * 127],
+    )
+    for result, expected in zip(
+        results,
+        [
+            "give job ids, or filters",
+            "give job ids, or filters",
+            "'{bad' is not JSON",
+            "tenant 'not-a-uuid' is not allowed: it must be a UUID",
+            "task 'xxxxxxxxx",
+        ],
+        strict=True,
+    ):
+        assert result.returncode == 2, result
+        assert expected in result.stderr, result.stderr
+    with on_schema(engine, SCHEMA).begin() as connection:
+        assert (
+            connection.execute(
+                sql("SELECT count(*) FROM app_jobs.jobs WHERE id = :id"), {"id": ids["live"]}
+            ).scalar_one()
+            == 1
+        )
+
+
+def test_retry_enqueues_a_cancelled_or_failed_job_again_from_its_history(
+    database_url: URL, engine: Engine
+) -> None:
+    ids = finished_jobs(engine)
+    jobs = on_schema(engine, SCHEMA)
+    with jobs.begin() as connection:
+        keyed = (
+            connection.execute(
+                add_job(
+                    "receipt", {"order_id": 9}, job_key="receipt:9", queue_name="mail", priority=4
+                )
+            )
+            .one()
+            .id
+        )
+    ok(cli(database_url, "jobs", "cancel", str(keyed)))
+    result = cli(
+        database_url, "jobs", "retry", str(keyed), str(ids["export"]), str(ids["receipt_7"])
+    )
+    # The failed job is still in the queue (failed for good): retried in place. The
+    # cancelled one comes back from its history as a new job; a completed one does not.
+    assert result.returncode == 1, result
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"retry: {ids['export']}"
+    assert lines[1].startswith(f"retry: {keyed} from the history, as new job ")
+    new_id = int(lines[1].rsplit(" ", 1)[1])
+    assert f"not retry: {ids['receipt_7']}" in result.stderr
+    with jobs.begin() as connection:
+        row = connection.execute(
+            sql("SELECT * FROM app_jobs.jobs WHERE id = :id"), {"id": new_id}
+        ).one()
+    assert (row.task_identifier, row.payload, row.key, row.queue_name, row.priority) == (
+        "receipt",
+        {"order_id": 9},
+        "receipt:9",
+        "mail",
+        4,
+    )
+    assert (row.attempts, row.max_attempts) == (0, 25)
