@@ -27,7 +27,7 @@ import sqla_pgjobs.alembic  # noqa: F401  (registers op.create_pgjobs_schema)
 from sqla_pgjobs.database import create_job_engine, sqlalchemy_url
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.functions import JobSpec, add_job, add_jobs
-from sqla_pgjobs.schema import render
+from sqla_pgjobs.schema import LATEST_VERSION, render
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
 
 if TYPE_CHECKING:
@@ -123,7 +123,9 @@ def _install(engine: Engine) -> None:
         # A demo interrupted earlier may have left its schema behind.
         connection.execute(_sql("DROP SCHEMA IF EXISTS app_jobs CASCADE"))
         operations = Operations(MigrationContext.configure(connection))
-        operations.create_pgjobs_schema(schema=DEMO_SCHEMA)  # type: ignore[attr-defined]
+        operations.create_pgjobs_schema(  # type: ignore[attr-defined]
+            schema=DEMO_SCHEMA, version=LATEST_VERSION
+        )
         connection.execute(
             _sql("CREATE TABLE app_jobs.orders (id serial PRIMARY KEY, customer text NOT NULL)")
         )

@@ -28,6 +28,7 @@ INTERNAL = {
     "assert_worker_id",
     "change_access",
     "do_notify",
+    "end_cancelled",
     "json_build_object_apply",
     "lock_is_held",
     "record_history",
