@@ -234,9 +234,9 @@ def test_cancel_by_filters_takes_only_jobs_that_may_still_run(
     jobs = on_schema(engine, SCHEMA)
     with jobs.begin() as connection:
         other = connection.execute(add_job("live", {"order_id": 43})).one().id
-    by_payload, again, by_task = cli_all(
+    by_payload = cli(database_url, "jobs", "cancel", "--json", "--payload", '{"order_id": 42}')
+    again, by_task = cli_all(
         database_url,
-        ["jobs", "cancel", "--json", "--payload", '{"order_id": 42}'],
         ["jobs", "cancel", "--payload", '{"order_id": 42}'],
         ["jobs", "cancel", "--task", "export"],  # failed for good: not a job that may run
     )
