@@ -37,6 +37,7 @@ from sqla_pgjobs.functions import (
     add_job,
     add_jobs,
     add_scheduled_job,
+    cancel_jobs,
     complete_job,
     complete_job_batch,
     complete_jobs,
@@ -546,6 +547,19 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     assert run("resume_queue", resume_queue("q1")) == [(True,)]
     assert run("pause_task", pause_task("a")) == [(True,)]
     assert run("resume_task", resume_task("a")) == [(True,)]
+    # Cancelling (version 2): a waiting job at once; running ones by request, ended by a
+    # failed run and by a release.
+    (waiting,) = run("add_job", add_job("to-cancel"))
+    run("heartbeat", heartbeat(WORKER))
+    (running,) = run("add_job", add_job("to-stop"))
+    (given_back,) = run("add_job", add_job("to-stop"))
+    assert len(run("get_jobs", get_jobs(WORKER, ["to-stop"], max_jobs=2))) == 2
+    results = run("cancel_jobs", cancel_jobs([waiting.id, running.id, given_back.id]))
+    assert [row.result for row in results] == ["cancelled", "cancel_requested", "cancel_requested"]
+    requested = sql("SELECT app_jobs.cancel_requested_jobs(:w)")
+    assert run("cancel_requested_jobs", requested, w=WORKER) == [([running.id, given_back.id],)]
+    run("fail_job_batch", fail_job_batch(WORKER, [running.id], ["stopped"]))
+    run("release_jobs", release_jobs(WORKER))
 
     # The trigger functions, on the hijacker's own table.
     with hijacking.begin() as connection:
