@@ -51,6 +51,7 @@ from sqla_pgjobs.functions import complete_jobs as complete_jobs
 from sqla_pgjobs.functions import discard_jobs as discard_jobs
 from sqla_pgjobs.functions import fail_job as fail_job
 from sqla_pgjobs.functions import fail_job_batch as fail_job_batch
+from sqla_pgjobs.functions import fail_jobs_for_good as fail_jobs_for_good
 from sqla_pgjobs.functions import get_job as get_job
 from sqla_pgjobs.functions import get_jobs as get_jobs
 from sqla_pgjobs.functions import get_scheduled_job as get_scheduled_job

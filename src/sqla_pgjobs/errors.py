@@ -14,11 +14,13 @@ from typing import Any
 __all__ = [
     "AlreadyScheduledError",
     "InvalidArgumentError",
+    "InvalidPayloadError",
     "InvalidWorkerIdError",
     "JobCancelledError",
     "PgJobsError",
     "SchemaNameError",
     "SchemaVersionError",
+    "TaskArgumentError",
     "translate",
 ]
 
@@ -72,6 +74,33 @@ def _show(value: object) -> str:
         return _SHORT.repr(value)
     except (ValueError, RecursionError):
         return f"<{type(value).__name__} too large to show>"
+
+
+class TaskArgumentError(InvalidArgumentError):
+    """Arguments a typed task refuses at enqueue (missing, unknown, of the wrong type, or
+    not JSON-serialisable); nothing was enqueued."""
+
+    def __init__(
+        self, task: str, argument: str, value: object, problem: str, *, known: bool = True
+    ) -> None:
+        super().__init__(argument, value, problem, known=known)
+        self.task = task
+        shown = f" = {_show(value)}" if known else ""
+        self.args = (f"task {task!r}, argument {argument}{shown}: {problem}",)
+
+
+class InvalidPayloadError(PgJobsError):
+    """A payload that cannot be the arguments of its typed task (written by raw SQL, a
+    trigger or another service): the worker fails the job for good with this message,
+    since every retry would fail the same way."""
+
+    def __init__(self, task: str, payload: object, problem: str) -> None:
+        self.task = task
+        self.payload = payload
+        self.problem = problem
+        super().__init__(
+            f"the payload {_show(payload)} cannot be the arguments of task {task!r}: {problem}"
+        )
 
 
 class InvalidWorkerIdError(InvalidArgumentError):

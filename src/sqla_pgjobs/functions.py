@@ -83,6 +83,7 @@ __all__ = [
     "discard_jobs",
     "fail_job",
     "fail_job_batch",
+    "fail_jobs_for_good",
     "get_job",
     "get_jobs",
     "get_scheduled_job",
@@ -257,6 +258,14 @@ _FAIL_JOB = _rows(
 )
 _FAIL_JOB_BATCH = _rows(
     "fail_job_batch",
+    jobs,
+    bindparam("worker_id", type_=Text),
+    bindparam("job_ids", type_=_ID_ARRAY),
+    bindparam("error_messages", type_=_TEXT_ARRAY),
+    nullable=False,
+)
+_FAIL_JOBS_FOR_GOOD = _rows(
+    "fail_jobs_for_good",
     jobs,
     bindparam("worker_id", type_=Text),
     bindparam("job_ids", type_=_ID_ARRAY),
@@ -685,6 +694,26 @@ def fail_job_batch(
 
     Renders ``SELECT ... FROM app_jobs.fail_job_batch(:worker_id, :job_ids, :error_messages)``.
     """
+    return _FAIL_JOB_BATCH.params(**_failures(worker_id, job_ids, error_messages))
+
+
+def fail_jobs_for_good(
+    worker_id: str, job_ids: Iterable[int], error_messages: Iterable[str | None] | None = None
+) -> JobStatement:
+    """Fail the listed jobs that ``worker_id`` holds for good, whatever attempts they have
+    left (schema version 2): the worker's answer to a payload that cannot be its typed
+    task's arguments. Otherwise as :func:`fail_job_batch`.
+
+    Renders ``SELECT ... FROM app_jobs.fail_jobs_for_good(:worker_id, :job_ids,
+    :error_messages)``.
+    """
+    return _FAIL_JOBS_FOR_GOOD.params(**_failures(worker_id, job_ids, error_messages))
+
+
+def _failures(
+    worker_id: str, job_ids: Iterable[int], error_messages: Iterable[str | None] | None
+) -> dict[str, Any]:
+    """The checked parameters of the batch-failing functions."""
     ids = check.check_ids("job_ids", job_ids)
     messages = None
     if error_messages is not None:
@@ -700,9 +729,11 @@ def fail_job_batch(
                 error_messages,
                 f"it must have one message per job id ({len(ids)}), not {len(messages)}",
             )
-    return _FAIL_JOB_BATCH.params(
-        worker_id=check.check_worker_id(worker_id), job_ids=ids, error_messages=messages
-    )
+    return {
+        "worker_id": check.check_worker_id(worker_id),
+        "job_ids": ids,
+        "error_messages": messages,
+    }
 
 
 def release_jobs(worker_id: str, keep_job_ids: Iterable[int] | None = None) -> JobStatement:

@@ -1,17 +1,29 @@
 """Tasks: the Python handlers that run jobs, registered by task name.
 
+Typed tasks (the usual way): the function's annotated parameters are the job's arguments,
+checked when the job is enqueued and again when a worker decodes its payload
+(:mod:`sqla_pgjobs.arguments`)::
+
     tasks = TaskRegistry()
 
-    @tasks.task("send_email", max_attempts=5, timeout=30)
+    @tasks.task
+    def send_receipt(order_id: int, note: str = "") -> None: ...
+
+    @tasks.task(queue_name="mail", max_attempts=5, timeout=30)
+    async def resize(image_id: UUID, width: int, job: Job) -> None: ...
+
+    session.execute(send_receipt.job(order_id=42))   # send_receipt.job(order_id="x"): mypy error
+
+A parameter annotated :class:`Job` receives the job. Payload handlers (the low-level
+layer, for jobs enqueued by raw SQL or other services with payloads of their own) are
+registered under a name and take the payload, and the :class:`Job` if they accept a second
+argument::
+
+    @tasks.task("send_email", max_attempts=5)
     def send_email(payload: dict) -> None: ...
 
-    @tasks.task("resize")
-    async def resize(payload: dict, job: Job) -> None: ...
-
-A handler takes the job's payload, and the :class:`Job` too if it accepts a second
-argument. Returning completes the job; raising fails it (it is retried with exponential
-backoff while attempts remain). ``send_email.job({...})`` is an ``add_job`` statement with
-the task's defaults.
+Returning completes the job; raising fails it (it is retried with exponential backoff
+while attempts remain).
 """
 
 from __future__ import annotations
@@ -19,19 +31,24 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from sqla_pgjobs import validation as check
+from sqla_pgjobs.arguments import Arguments
 from sqla_pgjobs.errors import InvalidArgumentError
-from sqla_pgjobs.functions import JobStatement, add_job
+from sqla_pgjobs.functions import JobSpec, JobStatement, add_job, add_jobs
 
 if TYPE_CHECKING:
     import uuid
     from datetime import datetime, timedelta
 
-__all__ = ["MAX_ERROR", "Handler", "Job", "Task", "TaskRegistry", "error_text"]
+__all__ = ["MAX_ERROR", "Handler", "Job", "Task", "TaskRegistry", "TypedTask", "error_text"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Handler = Callable[..., Any]
 
@@ -155,6 +172,189 @@ class Task:
         return self.handler(payload, job) if self.takes_job else self.handler(payload)
 
 
+@dataclasses.dataclass(frozen=True)
+class _EnqueueOptions:
+    """How a typed task's jobs are enqueued: the task's defaults, or those of ``using``."""
+
+    db_id: uuid.UUID | str | None = None
+    job_key: str | None = None
+    queue_name: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    priority: int | None = None
+
+
+class TypedTask(Generic[P, R]):
+    """A task declared with ``@tasks.task`` on a function with annotated parameters.
+
+    ``.job(...)`` takes the function's own arguments (checked statically through its
+    ParamSpec, and at run time against its annotations) and returns the ``add_job``
+    statement; ``.using(run_at=..., job_key=...)`` sets how the next jobs are enqueued;
+    calling the task calls the function (in your tests)."""
+
+    def __init__(
+        self,
+        task: Task,
+        function: Callable[P, R],
+        arguments: Arguments,
+        enqueue: _EnqueueOptions,
+    ) -> None:
+        self.task = task
+        self.function = function
+        self.arguments = arguments
+        self._enqueue = enqueue
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def __repr__(self) -> str:
+        return f"<TypedTask {self.arguments.describe()}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function itself, as a plain call (the job is not involved)."""
+        return self.function(*args, **kwargs)
+
+    def payload(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        """The JSON payload of a job with these arguments (checked)."""
+        return self.arguments.encode(args, kwargs)
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> JobStatement:
+        """The ``add_job`` statement of a job with these arguments, for
+        ``session.execute(...)`` (sync or async sessions and connections)."""
+        options = self._enqueue
+        return add_job(
+            self.name,
+            self.arguments.encode(args, kwargs),
+            db_id=options.db_id,
+            job_key=options.job_key,
+            queue_name=options.queue_name,
+            run_at=options.run_at,
+            max_attempts=options.max_attempts,
+            priority=options.priority,
+        )
+
+    def spec(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec:
+        """A :class:`~sqla_pgjobs.functions.JobSpec` of a job with these arguments, for
+        ``add_jobs`` together with jobs of other tasks."""
+        return self._spec(self.arguments.encode(args, kwargs))
+
+    def _spec(self, payload: dict[str, Any]) -> JobSpec:
+        options = self._enqueue
+        return JobSpec(
+            self.name,
+            payload,
+            db_id=options.db_id,
+            job_key=options.job_key,
+            queue_name=options.queue_name,
+            run_at=options.run_at,
+            max_attempts=options.max_attempts,
+            priority=options.priority,
+        )
+
+    def jobs(self, calls: Iterable[Mapping[str, Any]], *, returning: bool = True) -> JobStatement:
+        """One ``add_jobs`` statement of a job per mapping of keyword arguments in
+        ``calls`` (each checked, as :meth:`job` does)."""
+        specs = []
+        for i, call in enumerate(
+            check.check_list("calls", calls, "it must be an iterable of mappings")
+        ):
+            if not isinstance(call, Mapping):
+                raise InvalidArgumentError(
+                    f"calls[{i}]", call, "it must be a mapping of keyword arguments"
+                )
+            specs.append(self._spec(self.arguments.encode((), call)))
+        return add_jobs(specs, returning=returning)
+
+    def using(
+        self,
+        *,
+        db_id: uuid.UUID | str | None = None,
+        job_key: str | None = None,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+    ) -> TypedTask[P, R]:
+        """The same task, enqueueing with these options (None keeps the task's)."""
+        current = self._enqueue
+        tenant = check.check_tenant("db_id", db_id)
+        key = check.check_key("job_key", job_key)
+        queue = check.check_name("queue_name", queue_name, optional=True)
+        when = check.check_aware("run_at", run_at)
+        attempts = check.check_positive("max_attempts", max_attempts)
+        rank = check.check_priority("priority", priority)
+        changed = _EnqueueOptions(
+            db_id=tenant if tenant is not None else current.db_id,
+            job_key=key if key is not None else current.job_key,
+            queue_name=queue if queue is not None else current.queue_name,
+            run_at=when if when is not None else current.run_at,
+            max_attempts=attempts if attempts is not None else current.max_attempts,
+            priority=rank if rank is not None else current.priority,
+        )
+        return TypedTask(self.task, self.function, self.arguments, changed)
+
+
+def _job_parameters(function: Callable[..., Any]) -> list[str]:
+    """The parameters of a typed task's function annotated :class:`Job` (given the job)."""
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError):
+        return []
+    return [
+        name
+        for name, hint in hints.items()
+        if name != "return" and (hint is Job or Job in typing.get_args(hint))
+    ]
+
+
+class _Options(typing.TypedDict):
+    """A task's options, checked."""
+
+    max_attempts: int | None
+    queue_name: str | None
+    priority: int | None
+    timeout: timedelta | None
+
+
+def _typed_task(
+    name: str | None, function: Callable[P, R], options: _Options
+) -> tuple[Task, TypedTask[P, R]]:
+    """The Task the worker runs for ``function`` (decoding the payload into its arguments)
+    and the TypedTask that enqueues its jobs."""
+    if not callable(function):
+        raise InvalidArgumentError("handler", function, "it must be a function")
+    task_name = str(check.check_name("name", name if name is not None else function.__name__))
+    job_parameters = _job_parameters(function)
+    arguments = Arguments(task_name, function, supplied=job_parameters)
+    is_async = inspect.iscoroutinefunction(function)
+    run: Callable[..., Any] = function
+
+    def call(payload: Any, job: Job) -> Any:
+        kwargs = arguments.decode(payload)
+        for parameter in job_parameters:
+            kwargs[parameter] = job
+        return run(**kwargs)
+
+    async def call_async(payload: Any, job: Job) -> Any:
+        result = call(payload, job)
+        return await typing.cast("Awaitable[Any]", result)
+
+    task = Task(
+        task_name,
+        call_async if is_async else call,
+        is_async=is_async,
+        takes_job=True,
+        **options,
+    )
+    enqueue = _EnqueueOptions(
+        queue_name=options["queue_name"],
+        max_attempts=options["max_attempts"],
+        priority=options["priority"],
+    )
+    return task, TypedTask(task, function, arguments, enqueue)
+
+
 def _takes_job(handler: Handler) -> bool:
     """Whether the handler accepts a second positional argument (the job)."""
     try:
@@ -184,40 +384,85 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
 
+    @overload
+    def task(self, function: Callable[P, R], /) -> TypedTask[P, R]: ...
+
+    @overload
     def task(
         self,
         name: str,
+        /,
         *,
         max_attempts: int | None = None,
         queue_name: str | None = None,
         priority: int | None = None,
         timeout: float | timedelta | None = None,
-    ) -> Callable[[Handler], Task]:
-        """Register the decorated function as the handler of task ``name``."""
-        checked_name = str(check.check_name("name", name))
-        options = {
-            "max_attempts": check.check_positive("max_attempts", max_attempts),
-            "queue_name": check.check_name("queue_name", queue_name, optional=True),
-            "priority": check.check_priority("priority", priority),
-            "timeout": _timeout(timeout),
-        }
+    ) -> Callable[[Handler], Task]: ...
+
+    @overload
+    def task(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
+
+    def task(
+        self,
+        name_or_function: str | Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Register a task. ``@tasks.task`` (bare, or with keyword options) declares a
+        typed task from the function's annotated parameters (its name: ``name``, or the
+        function's); ``@tasks.task("name", ...)`` registers a payload handler."""
+        options = _Options(
+            max_attempts=check.check_positive("max_attempts", max_attempts),
+            queue_name=check.check_name("queue_name", queue_name, optional=True),
+            priority=check.check_priority("priority", priority),
+            timeout=_timeout(timeout),
+        )
+        if callable(name_or_function):
+            return self._register_typed(name, name_or_function, options)
+        if name_or_function is None:
+            return lambda function: self._register_typed(name, function, options)
+        checked_name = str(check.check_name("name", name_or_function))
 
         def register(handler: Handler) -> Task:
-            if checked_name in self._tasks:
-                raise InvalidArgumentError(
-                    "name", checked_name, "it must be unique: a handler is already registered"
-                )
             task = Task(
                 checked_name,
                 handler,
                 is_async=inspect.iscoroutinefunction(handler),
                 takes_job=_takes_job(handler),
-                **options,  # type: ignore[arg-type]
+                **options,
             )
-            self._tasks[checked_name] = task
+            self._register(task)
             return task
 
         return register
+
+    def _register_typed(
+        self, name: str | None, function: Callable[P, R], options: _Options
+    ) -> TypedTask[P, R]:
+        task, typed = _typed_task(name, function, options)
+        self._register(task)
+        return typed
+
+    def _register(self, task: Task) -> None:
+        if task.name in self._tasks:
+            raise InvalidArgumentError(
+                "name", task.name, "it must be unique: a handler is already registered"
+            )
+        self._tasks[task.name] = task
 
     def add(self, name: str, handler: Handler, **options: Any) -> Task:
         """Register ``handler`` for task ``name`` without a decorator."""

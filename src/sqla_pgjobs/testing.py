@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from sqla_pgjobs.database import sqlalchemy_url
-from sqla_pgjobs.errors import PgJobsError
+from sqla_pgjobs.errors import InvalidPayloadError, PgJobsError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
 from sqla_pgjobs.tasks import Job, error_text
 
@@ -212,7 +212,7 @@ def run_jobs(
     the exception propagates. At most ``max_jobs`` runs: a handler that enqueues its own
     task forever stops there.
     """
-    from sqla_pgjobs.functions import complete_job, fail_job, get_jobs
+    from sqla_pgjobs.functions import complete_job, fail_job, fail_jobs_for_good, get_jobs
 
     report = RunReport()
     names = tasks.names
@@ -233,7 +233,11 @@ def run_jobs(
                     if raise_errors:
                         raise
                     error = error_text(exc)
-                    connection.execute(fail_job(worker_id, job.id, error))
+                    # As the worker: a payload that cannot be valid is not retried.
+                    if isinstance(exc, InvalidPayloadError):
+                        connection.execute(fail_jobs_for_good(worker_id, [job.id], [error])).all()
+                    else:
+                        connection.execute(fail_job(worker_id, job.id, error))
                     report.failed.append((job, error))
                 else:
                     connection.execute(complete_job(worker_id, job.id))

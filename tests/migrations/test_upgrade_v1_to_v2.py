@@ -217,9 +217,10 @@ def test_the_upgrade_commits_on_a_live_queue_while_version_1_workers_keep_workin
     empty_engine: Engine,
 ) -> None:
     """A worker of ours (its own cycle statement for a version 1 schema, which it keeps
-    until it restarts, prepared by psycopg after five calls, in binary) and the reference Node worker and scheduler (their exact calls, untyped
-    parameters, unnamed statements) run against version 1; the upgrade commits in the
-    middle. No call fails, every job runs exactly once, and the upgrade waits for no lock."""
+    until it restarts, prepared by psycopg after five calls, in binary) and the reference
+    Node worker and scheduler (their exact calls, untyped parameters, unnamed statements)
+    run against version 1; the upgrade commits in the middle. No call fails, every job
+    runs exactly once, and the upgrade waits for no lock."""
     with empty_engine.begin() as connection:
         install(connection, SCHEMA, 1)
     url = libpq_url(empty_engine.url)

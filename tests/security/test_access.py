@@ -91,6 +91,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "prune_job_history",  # version 2: workers prune the job history
     "claim_maintenance",  # ... one at a time
     "cancel_requested_jobs",  # version 2: workers read the requests to stop their jobs
+    "fail_jobs_for_good",  # version 2: a payload that cannot be its typed task's arguments
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",

@@ -44,6 +44,7 @@ from sqla_pgjobs.functions import (
     discard_jobs,
     fail_job,
     fail_job_batch,
+    fail_jobs_for_good,
     get_job,
     get_jobs,
     get_scheduled_job,
@@ -559,6 +560,11 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     requested = sql("SELECT app_jobs.cancel_requested_jobs(:w)")
     assert run("cancel_requested_jobs", requested, w=WORKER) == [([running.id, given_back.id],)]
     run("fail_job_batch", fail_job_batch(WORKER, [running.id], ["stopped"]))
+    run("release_jobs", release_jobs(WORKER))
+    (doomed,) = run("add_job", add_job("typed", {"bad": True}))
+    assert len(run("get_jobs", get_jobs(WORKER, ["typed"]))) == 1
+    failed = run("fail_jobs_for_good", fail_jobs_for_good(WORKER, [doomed.id], ["bad payload"]))
+    assert [(row.id, row.attempts) for row in failed] == [(doomed.id, doomed.max_attempts)]
     run("release_jobs", release_jobs(WORKER))
 
     # The trigger functions, on the hijacker's own table.

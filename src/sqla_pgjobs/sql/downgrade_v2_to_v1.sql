@@ -751,6 +751,7 @@ $$;
 -- No function refers to them any more. The history goes with its tables: a downgrade
 -- loses the history and the cancel requests of running jobs (which then complete, or
 -- fail and are retried, as under version 1), and nothing else.
+DROP FUNCTION app_jobs.fail_jobs_for_good(text, bigint[], text[]);
 DROP FUNCTION app_jobs.cancel_jobs(bigint[], interval);
 DROP FUNCTION app_jobs.cancel_requested_jobs(text);
 DROP FUNCTION app_jobs.end_cancelled(bigint[], text[]);

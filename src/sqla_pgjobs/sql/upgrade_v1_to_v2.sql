@@ -39,6 +39,8 @@
 --    request (app_jobs.cancel_requests, a NOTIFY on jobs:cancel) for running ones, which
 --    end as cancelled when their run fails, is given back or loses its worker
 --    (fail_job_batch, release_jobs, recover_jobs), never retried.
+-- 10. fail_jobs_for_good: a worker fails jobs whose payload cannot be valid, without
+--    retrying them (typed tasks).
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -1059,6 +1061,33 @@ BEGIN
 END
 $$;
 
+-- Fail the listed jobs that worker_id holds for good, whatever attempts they have left
+-- (fix 10): their payload cannot be the arguments of their typed task, so every retry
+-- would fail the same way. Their attempts are used up (as permanently_fail_jobs does),
+-- then they fail as in fail_job_batch: recorded in job_history (failed), or cancelled if
+-- that was requested. Returns the failed jobs.
+CREATE FUNCTION app_jobs.fail_jobs_for_good(
+  worker_id text,
+  job_ids bigint[],
+  error_messages text[] DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  PERFORM app_jobs.assert_worker_id(fail_jobs_for_good.worker_id);
+  UPDATE app_jobs.jobs j
+     SET attempts = j.max_attempts
+   WHERE j.id = ANY (fail_jobs_for_good.job_ids)
+     AND j.locked_by = fail_jobs_for_good.worker_id
+     AND j.attempts < j.max_attempts;
+  RETURN QUERY SELECT * FROM app_jobs.fail_job_batch(fail_jobs_for_good.worker_id,
+                                                     fail_jobs_for_good.job_ids,
+                                                     fail_jobs_for_good.error_messages);
+END
+$$;
+
 -- Give back the jobs and queues worker_id holds (all, or all but keep_job_ids), refunding
 -- the interrupted attempt: on shutdown, at start after a crash, or after a reconnect.
 -- Version 2: a job whose cancellation was requested ends as cancelled instead of waiting
@@ -1607,7 +1636,8 @@ REVOKE ALL ON FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
                        app_jobs.pause_task(text), app_jobs.resume_task(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_jobs.end_cancelled(bigint[], text[]),
                        app_jobs.cancel_jobs(bigint[], interval),
-                       app_jobs.cancel_requested_jobs(text) FROM PUBLIC;
+                       app_jobs.cancel_requested_jobs(text),
+                       app_jobs.fail_jobs_for_good(text, bigint[], text[]) FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
               app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests
   FROM PUBLIC;
@@ -1615,7 +1645,7 @@ REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_fir
 -- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs, the
 -- pause and resume functions (fix 8) and cancel_jobs (fix 9), and reads the new tables;
 -- the worker level gains prune_job_history and claim_maintenance (fix 7: workers prune,
--- one at a time) and cancel_requested_jobs (fix 9). grant_access lists them from
+-- one at a time), cancel_requested_jobs (fix 9) and fail_jobs_for_good (fix 10). grant_access lists them from
 -- now on, and the roles that already hold a level get them now: those that can execute
 -- complete_job_batch hold the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
@@ -1643,6 +1673,7 @@ BEGIN
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('prune_job_history', 2), ('claim_maintenance', 2), ('cancel_requested_jobs', 2),
+      ('fail_jobs_for_good', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
       ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
       ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3),
@@ -1685,6 +1716,7 @@ BEGIN
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'pause_task'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task'),
                    ('complete_job_batch', 'EXECUTE ON FUNCTION', 'cancel_requested_jobs'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'fail_jobs_for_good'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'cancel_jobs'),
                    ('complete_jobs', 'SELECT ON TABLE', 'cancel_requests')
            ) AS g(held, kind, name)

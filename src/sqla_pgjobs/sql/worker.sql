@@ -18,6 +18,11 @@ SELECT c.completed, c.failed, c.next_run_at, c.now, r.cancel_requested, j.*
 SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s),
        app_jobs.cancel_requested_jobs(%(worker_id)s) AS cancel_requested;
 
+-- name: fail_for_good
+-- Jobs whose payload cannot be their typed task's arguments: failed without a retry.
+SELECT count(*) AS failed
+  FROM app_jobs.fail_jobs_for_good(%(worker_id)s, %(job_ids)s, %(error_messages)s);
+
 -- The same two on a version 1 schema (a rolling upgrade not finished yet): there are no
 -- cancel requests to read.
 

@@ -105,15 +105,23 @@ class WorkerConnection:
 
     async def cycle(self, batch: Batch, max_jobs: int) -> Cycle:
         """Report ``batch`` and take up to ``max_jobs`` jobs, in one statement (one round
-        trip, one transaction)."""
+        trip, one transaction). Jobs to fail for good (rare: a payload that cannot be its
+        typed task's arguments) go first, in a statement of their own."""
         losses = self._losses
+        failed = batch.failed
+        failed_for_good = 0
+        if batch.failed_for_good:
+            if self.reads_cancel_requests:
+                failed_for_good = await self._fail_for_good(batch.failed_for_good)
+            else:  # a version 1 schema has no such function: the jobs are retried
+                failed = failed + batch.failed_for_good
         rows = await self._connection.execute(
             self._cycle_sql,
             {
                 **self._cycle_params,
                 "completed_ids": batch.completed,
-                "failed_ids": [job_id for job_id, _ in batch.failed],
-                "error_messages": [error for _, error in batch.failed],
+                "failed_ids": [job_id for job_id, _ in failed],
+                "error_messages": [error for _, error in failed],
                 "max_jobs": max_jobs,
             },
             binary=True,
@@ -123,12 +131,23 @@ class WorkerConnection:
         cancels = self._cancel_requests
         return Cycle(
             completed=first["completed"],
-            failed=first["failed"],
+            failed=first["failed"] + failed_for_good,
             taken=[Job.from_row(row, cancels) for row in rows if row["id"] is not None],
             next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
             resent=self._losses > losses,
             cancel_requested=first["cancel_requested"] or [],
         )
+
+    async def _fail_for_good(self, failures: list[tuple[int, str]]) -> int:
+        [row] = await self._connection.execute(
+            self._sql["fail_for_good"],
+            {
+                "worker_id": self._worker_id,
+                "job_ids": [job_id for job_id, _ in failures],
+                "error_messages": [error for _, error in failures],
+            },
+        )
+        return int(row["failed"])
 
     async def heartbeat(self, *, retry: bool = True) -> Heartbeat:
         """Record that this worker is alive, and read the jobs it is asked to stop."""

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqla_pgjobs.errors import JobCancelledError
+from sqla_pgjobs.errors import InvalidPayloadError, JobCancelledError
 from sqla_pgjobs.worker.threads import HandlerThreads
 
 if TYPE_CHECKING:
@@ -218,7 +218,8 @@ class Handlers:
                     **self._fields(job),
                     "duration_ms": round(duration * 1000, 3),
                     "outcome": "failed",
-                    "will_retry": job.attempts < job.max_attempts,
+                    "will_retry": job.attempts < job.max_attempts
+                    and not isinstance(error, InvalidPayloadError),
                 },
             )
         self._on_finished(job, error, duration)

@@ -15,45 +15,48 @@ __all__ = ["Batch", "Results"]
 
 @dataclass(frozen=True)
 class Batch:
-    """Results taken for one cycle: completed job ids, failed ``(job id, error)`` pairs, and
-    when the oldest of them came in (monotonic)."""
+    """Results taken for one cycle: completed job ids, failed ``(job id, error)`` pairs,
+    those to fail for good (no retry: their payload cannot be valid), and when the oldest
+    of them came in (monotonic)."""
 
     completed: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
     since: float = 0.0
+    failed_for_good: list[tuple[int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.completed) + len(self.failed)
+        return len(self.completed) + len(self.failed) + len(self.failed_for_good)
 
 
 class Results:
     """The results not yet reported."""
 
-    __slots__ = ("_completed", "_failed", "since")
+    __slots__ = ("_completed", "_failed", "_failed_for_good", "since")
 
     def __init__(self) -> None:
         self._completed: list[int] = []
         self._failed: list[tuple[int, str]] = []
+        self._failed_for_good: list[tuple[int, str]] = []
         #: When the oldest unreported result came in (monotonic; meaningless when empty).
         self.since = 0.0
 
     def __len__(self) -> int:
-        return len(self._completed) + len(self._failed)
+        return len(self._completed) + len(self._failed) + len(self._failed_for_good)
 
     def completed(self, job_id: int, now: float) -> None:
-        if not self._completed and not self._failed:
+        if not (self._completed or self._failed or self._failed_for_good):
             self.since = now
         self._completed.append(job_id)
 
-    def failed(self, job_id: int, error: str, now: float) -> None:
-        if not self._completed and not self._failed:
+    def failed(self, job_id: int, error: str, now: float, *, for_good: bool = False) -> None:
+        if not (self._completed or self._failed or self._failed_for_good):
             self.since = now
-        self._failed.append((job_id, error))
+        (self._failed_for_good if for_good else self._failed).append((job_id, error))
 
     def take(self) -> Batch:
         """Everything gathered so far, leaving the buffer empty."""
-        batch = Batch(self._completed, self._failed, self.since)
-        self._completed, self._failed = [], []
+        batch = Batch(self._completed, self._failed, self.since, self._failed_for_good)
+        self._completed, self._failed, self._failed_for_good = [], [], []
         return batch
 
     def give_back(self, batch: Batch) -> None:
@@ -64,7 +67,12 @@ class Results:
             self.since = batch.since
         self._completed = batch.completed + self._completed
         self._failed = batch.failed + self._failed
+        self._failed_for_good = batch.failed_for_good + self._failed_for_good
 
     def job_ids(self) -> list[int]:
         """The jobs with a result waiting: still held by this worker in the database."""
-        return [*self._completed, *(job_id for job_id, _ in self._failed)]
+        return [
+            *self._completed,
+            *(job_id for job_id, _ in self._failed),
+            *(job_id for job_id, _ in self._failed_for_good),
+        ]

@@ -54,7 +54,7 @@ from sqla_pgjobs import service
 from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import CONNECTION_ERRORS, listen, seconds
 from sqla_pgjobs.database import libpq_url
-from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.errors import InvalidArgumentError, InvalidPayloadError
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 from sqla_pgjobs.tasks import TaskRegistry, error_text
 from sqla_pgjobs.worker.connection import WorkerConnection
@@ -459,7 +459,9 @@ class _Run:
         if error is None:
             self.results.completed(job.id, now)
         else:
-            self.results.failed(job.id, error_text(error), now)
+            # A payload that cannot be its task's arguments fails the same way every time.
+            for_good = isinstance(error, InvalidPayloadError)
+            self.results.failed(job.id, error_text(error), now, for_good=for_good)
         self.start_prefetched()
         # Once the loop is woken it decides afresh: skip the decision (a Load per job was 8%
         # of a no-op job's worker CPU) until it has run.
