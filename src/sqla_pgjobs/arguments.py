@@ -16,6 +16,7 @@ pydantic is imported when the first typed task is declared, not by ``import sqla
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,19 @@ class Arguments:
             )
         self._names = [parameter.name for parameter in parameters]
         self._signature = signature.replace(parameters=parameters)
+        self._described = ", ".join(
+            _describe(parameter, hints.get(parameter.name)) for parameter in parameters
+        )
         self._model = pydantic.create_model(
             f"Arguments of {task}",
-            __config__=pydantic.ConfigDict(extra="forbid", validate_default=False),
+            # NaN and infinities are no JSON: refused (a float argument), or left for the
+            # payload check to refuse (an Any one), never turned into null.
+            __config__=pydantic.ConfigDict(
+                extra="forbid",
+                validate_default=False,
+                allow_inf_nan=False,
+                ser_json_inf_nan="constants",
+            ),
             **fields,
         )
 
@@ -75,7 +86,7 @@ class Arguments:
 
     def describe(self) -> str:
         """The task as it is called: ``send_receipt(order_id: int, note: str = '')``."""
-        return f"{self.task}{self._signature}".replace(" -> None", "")
+        return f"{self.task}({self._described})"
 
     def encode(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The payload for a call with ``args`` and ``kwargs``; raises
@@ -161,6 +172,17 @@ class Arguments:
                 self.task, required[0], None, f"missing ({self.describe()})", known=False
             )
         return TaskArgumentError(self.task, "arguments", None, str(exc), known=False)
+
+
+def _describe(parameter: inspect.Parameter, hint: Any) -> str:
+    """``name: type = default``, the type without its module (``list[Line]``)."""
+    text = parameter.name
+    if hint is not None:
+        shown = hint.__name__ if isinstance(hint, type) else str(hint)
+        text += ": " + re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", shown)
+    if parameter.default is not parameter.empty:
+        text += f" = {parameter.default!r}"
+    return text
 
 
 def _location(location: tuple[int | str, ...]) -> str:
