@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -26,7 +27,6 @@ from sqlalchemy import text
 import sqla_pgjobs.alembic  # noqa: F401  (registers op.create_pgjobs_schema)
 from sqla_pgjobs.database import create_job_engine, sqlalchemy_url
 from sqla_pgjobs.errors import PgJobsError
-from sqla_pgjobs.functions import JobSpec, add_job, add_jobs
 from sqla_pgjobs.schema import LATEST_VERSION, render
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlalchemy.engine import URL, Engine
+
+    from sqla_pgjobs.tasks import TypedTask
 
 __all__ = ["DEMO_SCHEMA", "run_demo"]
 
@@ -60,37 +62,49 @@ class _Tally:
                 self.failures[task] += 1
 
 
-def _registry(tally: _Tally) -> TaskRegistry:
+@dataclasses.dataclass(frozen=True)
+class _Tasks:
+    """The demo's registry, and its typed tasks to enqueue with."""
+
+    registry: TaskRegistry
+    send_email: TypedTask[..., Any]
+    send_reminder: TypedTask[..., Any]
+    flaky_upload: TypedTask[..., Any]
+    daily_report: TypedTask[..., Any]
+
+
+def _tasks(tally: _Tally) -> _Tasks:
     tasks = TaskRegistry()
 
-    @tasks.task("send_email")
-    async def send_email(payload: dict[str, Any]) -> None:
+    @tasks.task
+    async def send_email(to: str) -> None:
         await asyncio.sleep(random.uniform(0.005, 0.03))  # an API call
         tally.ran("send_email")
 
-    @tasks.task("send_reminder")
-    def send_reminder(payload: dict[str, Any], job: Job) -> None:
+    @tasks.task
+    def send_reminder(n: int, job: Job) -> None:
         if datetime.now(UTC) < job.run_at:
             tally.early_starts += 1
         tally.ran("send_reminder")
 
-    @tasks.task("flaky_upload")
-    def flaky_upload(payload: dict[str, Any], job: Job) -> None:
+    @tasks.task
+    def flaky_upload(file: str, job: Job) -> None:
         if job.attempts == 1:
             tally.ran("flaky_upload", failed=True)
             raise ConnectionError("simulated outage on the first attempt")
         tally.ran("flaky_upload")
 
-    @tasks.task("daily_report")
-    def daily_report(payload: dict[str, Any]) -> None:
+    @tasks.task
+    def daily_report(day: str) -> None:
         time.sleep(0.05)
         tally.ran("daily_report")
 
-    @tasks.task("ship_order")
-    def ship_order(payload: dict[str, Any]) -> None:
+    # Enqueued by the orders table's trigger (tg_add_job_with_row_id): {"id": <row id>}.
+    @tasks.task
+    def ship_order(id: int) -> None:
         tally.ran("ship_order")
 
-    return tasks
+    return _Tasks(tasks, send_email, send_reminder, flaky_upload, daily_report)
 
 
 @contextlib.contextmanager
@@ -144,23 +158,20 @@ def _uninstall(engine: Engine) -> None:
         operations.drop_pgjobs_schema(schema=DEMO_SCHEMA)  # type: ignore[attr-defined]
 
 
-def _enqueue(engine: Engine, job_count: int) -> dict[str, int]:
+def _enqueue(engine: Engine, job_count: int, tasks: _Tasks) -> dict[str, int]:
     """Enqueue the mix; return the runs expected per task."""
     later = datetime.now(UTC) + DELAY
     with engine.begin() as connection:
         connection.execute(
-            add_jobs(
-                JobSpec("send_email", {"to": f"user{i}@example.com"}) for i in range(job_count)
-            )
+            tasks.send_email.jobs({"to": f"user{i}@example.com"} for i in range(job_count))
         )
+        connection.execute(tasks.send_reminder.using(run_at=later).jobs({"n": i} for i in range(3)))
         connection.execute(
-            add_jobs([JobSpec("send_reminder", {"n": i}, run_at=later) for i in range(3)])
+            tasks.flaky_upload.jobs({"file": f"f{i}.csv"} for i in range(FLAKY_JOBS))
         )
-        connection.execute(
-            add_jobs([JobSpec("flaky_upload", {"file": f"f{i}.csv"}) for i in range(FLAKY_JOBS)])
-        )
+        report = tasks.daily_report.using(job_key="report:today")
         for _ in range(KEYED_CALLS):  # one job: the key makes the calls idempotent
-            connection.execute(add_job("daily_report", {"day": "today"}, job_key="report:today"))
+            connection.execute(report.job(day="today"))
         for i in range(ORDERS):  # each row enqueues a job through the table's trigger
             connection.execute(
                 _sql("INSERT INTO app_jobs.orders (customer) VALUES (:c)"), {"c": f"customer {i}"}
@@ -189,14 +200,14 @@ def _remaining(engine: Engine) -> tuple[int, int, int]:
 async def _run_worker(
     url: URL,
     engine: Engine,
-    tally: _Tally,
+    tasks: _Tasks,
     total: int,
     concurrency: int,
     echo: Callable[[str], None],
 ) -> bool:
     worker = Worker(
         url,
-        _registry(tally),
+        tasks.registry,
         schema=DEMO_SCHEMA,
         concurrency=concurrency,
         poll_interval=1.0,
@@ -259,7 +270,8 @@ def _run(
         try:
             echo(f"Installing the job schema (op.create_pgjobs_schema) as {DEMO_SCHEMA!r}...")
             _install(engine)
-            expected = _enqueue(engine, job_count)
+            tasks = _tasks(tally)
+            expected = _enqueue(engine, job_count, tasks)
             total = _remaining(engine)[0]
             echo(
                 f"Enqueued {total} jobs: {job_count} emails, 3 reminders delayed by "
@@ -267,7 +279,7 @@ def _run(
                 f"{KEYED_CALLS} calls for one keyed report, {ORDERS} orders shipped by a trigger."
             )
             started = time.monotonic()
-            finished = asyncio.run(_run_worker(url, engine, tally, total, concurrency, echo))
+            finished = asyncio.run(_run_worker(url, engine, tasks, total, concurrency, echo))
             elapsed = time.monotonic() - started
         finally:
             with contextlib.suppress(Exception):
