@@ -70,6 +70,7 @@ from sqla_pgjobs.functions import renew_scheduled_jobs as renew_scheduled_jobs
 from sqla_pgjobs.functions import reschedule_jobs as reschedule_jobs
 from sqla_pgjobs.functions import resume_queue as resume_queue
 from sqla_pgjobs.functions import resume_task as resume_task
+from sqla_pgjobs.functions import retry_jobs_at as retry_jobs_at
 from sqla_pgjobs.functions import revoke_access as revoke_access
 from sqla_pgjobs.functions import set_history_retention as set_history_retention
 from sqla_pgjobs.schema import DEFAULT_SCHEMA as DEFAULT_SCHEMA

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import string
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,31 @@ class Arguments:
             ) from None
         # Only the arguments given: a default is the function's, whenever the job runs.
         return {name: encoded[name] for name in bound.arguments}
+
+    def values(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every argument of a call (defaults included) by name, as given: what a key or
+        queue template is filled with (after :meth:`encode` accepted the call)."""
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def template(self, option: str, text: str) -> str:
+        """``text`` if every field it names (``receipt:{order_id}``) is an argument."""
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(text) if field]
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                option, text, f"it must be a format string ({exc})"
+            ) from None
+        for field in fields:
+            name = re.split(r"[.\[]", field, maxsplit=1)[0]
+            if name not in self._names:
+                raise InvalidArgumentError(
+                    option,
+                    text,
+                    f"{{{field}}} names no argument of {self.describe()} (nor a positional one)",
+                )
+        return text
 
     def decode(self, payload: Any) -> dict[str, Any]:
         """The keyword arguments for the function from a job's payload; raises

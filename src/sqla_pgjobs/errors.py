@@ -9,17 +9,21 @@ names, never by message text. The original driver error stays available as
 from __future__ import annotations
 
 import reprlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
     "AlreadyScheduledError",
+    "FailForGood",
     "InvalidArgumentError",
     "InvalidPayloadError",
     "InvalidWorkerIdError",
     "JobCancelledError",
     "PgJobsError",
+    "RetryAt",
     "SchemaNameError",
     "SchemaVersionError",
+    "Snooze",
     "TaskArgumentError",
     "translate",
 ]
@@ -101,6 +105,60 @@ class InvalidPayloadError(PgJobsError):
         super().__init__(
             f"the payload {_show(payload)} cannot be the arguments of task {task!r}: {problem}"
         )
+
+
+class FailForGood(PgJobsError):
+    """Raised by a handler: fail the job now, with this message, and never retry it (its
+    attempts are used up; it stays visibly failed, and is recorded as failed)."""
+
+
+class RetryAt(PgJobsError):
+    """Raised by a handler: this run failed (the attempt counts); run the job again at
+    ``when`` (an aware datetime), or after ``delay``, instead of after the backoff."""
+
+    def __init__(
+        self,
+        when: datetime | None = None,
+        *,
+        delay: float | timedelta | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.when = _when(when, delay)
+        super().__init__(message or f"retry at {self.when.isoformat()}")
+
+
+class Snooze(PgJobsError):
+    """Raised by a handler: not now. The job runs again after ``delay`` (seconds or a
+    timedelta), or at ``when``, and this run does not count as an attempt (a rate limit
+    hit, a resource not ready yet)."""
+
+    def __init__(
+        self,
+        delay: float | timedelta | None = None,
+        *,
+        when: datetime | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.when = _when(when, delay)
+        super().__init__(message or f"snoozed until {self.when.isoformat()}")
+
+
+def _when(when: datetime | None, delay: float | timedelta | None) -> datetime:
+    """The time of a RetryAt or Snooze: ``when`` (aware), or ``delay`` from now."""
+    if (when is None) == (delay is None):
+        raise InvalidArgumentError("when", when, "give a time (when) or a delay, one of them")
+    if when is not None:
+        if not isinstance(when, datetime) or when.utcoffset() is None:
+            raise InvalidArgumentError("when", when, "it must be an aware datetime")
+        return when
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= 10**9
+    ):
+        raise InvalidArgumentError("delay", delay, "it must be from 0 to 1e9 seconds")
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 class InvalidWorkerIdError(InvalidArgumentError):

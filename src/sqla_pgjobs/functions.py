@@ -102,6 +102,7 @@ __all__ = [
     "reschedule_jobs",
     "resume_queue",
     "resume_task",
+    "retry_jobs_at",
     "revoke_access",
     "run_scheduled_job",
     "set_history_retention",
@@ -270,6 +271,16 @@ _FAIL_JOBS_FOR_GOOD = _rows(
     bindparam("worker_id", type_=Text),
     bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("error_messages", type_=_TEXT_ARRAY),
+    nullable=False,
+)
+_RETRY_JOBS_AT = _rows(
+    "retry_jobs_at",
+    jobs,
+    bindparam("worker_id", type_=Text),
+    bindparam("job_ids", type_=_ID_ARRAY),
+    bindparam("run_ats", type_=ARRAY(_TIMESTAMP)),
+    bindparam("error_messages", type_=_TEXT_ARRAY),
+    bindparam("refunds", type_=ARRAY(Boolean)),
     nullable=False,
 )
 _RELEASE_JOBS = _call(
@@ -708,6 +719,42 @@ def fail_jobs_for_good(
     :error_messages)``.
     """
     return _FAIL_JOBS_FOR_GOOD.params(**_failures(worker_id, job_ids, error_messages))
+
+
+def retry_jobs_at(
+    worker_id: str,
+    job_ids: Iterable[int],
+    run_ats: Iterable[datetime],
+    error_messages: Iterable[str | None] | None = None,
+    refunds: Iterable[bool] | None = None,
+) -> JobStatement:
+    """Retry the listed jobs that ``worker_id`` holds at the paired times (schema version
+    2): a failed run retried at a time of the task's choosing (refund False: the attempt
+    counts), or a snoozed one (refund True: it does not). Otherwise as
+    :func:`fail_job_batch`.
+
+    Renders ``SELECT ... FROM app_jobs.retry_jobs_at(:worker_id, :job_ids, :run_ats,
+    :error_messages, :refunds)``.
+    """
+    parameters = _failures(worker_id, job_ids, error_messages)
+    count = len(parameters["job_ids"])
+    times = [
+        check.check_aware(f"run_ats[{i}]", when)
+        for i, when in enumerate(check.check_list("run_ats", run_ats, "it must be a list of times"))
+    ]
+    flags = None
+    if refunds is not None:
+        flags = list(check.check_list("refunds", refunds, "it must be a list of booleans"))
+        if not all(isinstance(flag, bool) for flag in flags):
+            raise InvalidArgumentError("refunds", refunds, "it must be a list of booleans")
+    for name, values in (("run_ats", times), ("refunds", flags)):
+        if values is not None and len(values) != count:
+            raise InvalidArgumentError(
+                name, values, f"it must have one element per job id ({count}), not {len(values)}"
+            )
+    if any(when is None for when in times):
+        raise InvalidArgumentError("run_ats", times, "every element must be a time")
+    return _RETRY_JOBS_AT.params(**parameters, run_ats=times, refunds=flags)
 
 
 def _failures(

@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import random
 import traceback
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from sqla_pgjobs import validation as check
@@ -43,9 +46,23 @@ from sqla_pgjobs.functions import JobSpec, JobStatement, add_job, add_jobs
 
 if TYPE_CHECKING:
     import uuid
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
-__all__ = ["MAX_ERROR", "Handler", "Job", "Task", "TaskRegistry", "TypedTask", "error_text"]
+__all__ = [
+    "MAX_ERROR",
+    "Backoff",
+    "Handler",
+    "Job",
+    "Task",
+    "TaskRegistry",
+    "TypedTask",
+    "error_text",
+    "exponential_backoff",
+]
+
+#: A task's backoff: the delay before the next attempt, from the number of the attempt
+#: that failed (1 for the first).
+Backoff = Callable[[int], "timedelta"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +71,14 @@ Handler = Callable[..., Any]
 
 #: Longest error text stored in last_error (tracebacks can be huge).
 MAX_ERROR = 8000
+
+
+def exponential_backoff(attempt: int) -> timedelta:
+    """The delay before retrying after failed attempt number ``attempt``: e^min(attempt,
+    10) seconds, as the SQL functions' own backoff (2.7 s, 7.4 s, 20 s, ... 6 h), times a
+    random factor from 0.5 to 1, so that jobs that failed together (an outage) do not all
+    come back at the same moment. The default of typed tasks."""
+    return timedelta(seconds=math.exp(min(attempt, 10)) * random.uniform(0.5, 1.0))
 
 
 def error_text(exc: BaseException) -> str:
@@ -143,6 +168,8 @@ class Task:
     timeout: timedelta | None = None
     is_async: bool = False
     takes_job: bool = False
+    #: The delay before retrying a failed run (None: the SQL functions' own backoff).
+    backoff: Backoff | None = None
 
     def job(
         self,
@@ -174,7 +201,9 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class _EnqueueOptions:
-    """How a typed task's jobs are enqueued: the task's defaults, or those of ``using``."""
+    """How a typed task's jobs are enqueued: the task's defaults, or those of ``using``.
+    ``job_key`` and ``queue_name`` may be templates filled with the job's arguments
+    (``receipt:{order_id}``)."""
 
     db_id: uuid.UUID | str | None = None
     job_key: str | None = None
@@ -182,6 +211,10 @@ class _EnqueueOptions:
     run_at: datetime | None = None
     max_attempts: int | None = None
     priority: int | None = None
+
+    @property
+    def has_templates(self) -> bool:
+        return "{" in (self.job_key or "") or "{" in (self.queue_name or "")
 
 
 class TypedTask(Generic[P, R]):
@@ -222,31 +255,37 @@ class TypedTask(Generic[P, R]):
     def job(self, *args: P.args, **kwargs: P.kwargs) -> JobStatement:
         """The ``add_job`` statement of a job with these arguments, for
         ``session.execute(...)`` (sync or async sessions and connections)."""
-        options = self._enqueue
+        spec = self._spec(args, kwargs)
         return add_job(
-            self.name,
-            self.arguments.encode(args, kwargs),
-            db_id=options.db_id,
-            job_key=options.job_key,
-            queue_name=options.queue_name,
-            run_at=options.run_at,
-            max_attempts=options.max_attempts,
-            priority=options.priority,
+            spec.identifier,
+            spec.payload,
+            db_id=spec.db_id,
+            job_key=spec.job_key,
+            queue_name=spec.queue_name,
+            run_at=spec.run_at,
+            max_attempts=spec.max_attempts,
+            priority=spec.priority,
         )
 
     def spec(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec:
         """A :class:`~sqla_pgjobs.functions.JobSpec` of a job with these arguments, for
         ``add_jobs`` together with jobs of other tasks."""
-        return self._spec(self.arguments.encode(args, kwargs))
+        return self._spec(args, kwargs)
 
-    def _spec(self, payload: dict[str, Any]) -> JobSpec:
+    def _spec(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobSpec:
+        payload = self.arguments.encode(args, kwargs)
         options = self._enqueue
+        key, queue = options.job_key, options.queue_name
+        if options.has_templates:
+            values = self.arguments.values(args, kwargs)
+            key = None if key is None else key.format(**values)
+            queue = None if queue is None else queue.format(**values)
         return JobSpec(
             self.name,
             payload,
             db_id=options.db_id,
-            job_key=options.job_key,
-            queue_name=options.queue_name,
+            job_key=key,
+            queue_name=queue,
             run_at=options.run_at,
             max_attempts=options.max_attempts,
             priority=options.priority,
@@ -263,7 +302,7 @@ class TypedTask(Generic[P, R]):
                 raise InvalidArgumentError(
                     f"calls[{i}]", call, "it must be a mapping of keyword arguments"
                 )
-            specs.append(self._spec(self.arguments.encode((), call)))
+            specs.append(self._spec((), call))
         return add_jobs(specs, returning=returning)
 
     def using(
@@ -281,6 +320,10 @@ class TypedTask(Generic[P, R]):
         tenant = check.check_tenant("db_id", db_id)
         key = check.check_key("job_key", job_key)
         queue = check.check_name("queue_name", queue_name, optional=True)
+        if key is not None:
+            key = self.arguments.template("job_key", key)
+        if queue is not None:
+            queue = self.arguments.template("queue_name", queue)
         when = check.check_aware("run_at", run_at)
         attempts = check.check_positive("max_attempts", max_attempts)
         rank = check.check_priority("priority", priority)
@@ -315,10 +358,11 @@ class _Options(typing.TypedDict):
     queue_name: str | None
     priority: int | None
     timeout: timedelta | None
+    backoff: Backoff | None
 
 
 def _typed_task(
-    name: str | None, function: Callable[P, R], options: _Options
+    name: str | None, function: Callable[P, R], options: _Options, key: str | None
 ) -> tuple[Task, TypedTask[P, R]]:
     """The Task the worker runs for ``function`` (decoding the payload into its arguments)
     and the TypedTask that enqueues its jobs."""
@@ -340,17 +384,26 @@ def _typed_task(
         result = call(payload, job)
         return await typing.cast("Awaitable[Any]", result)
 
+    queue = options["queue_name"]
+    if queue is not None:
+        queue = arguments.template("queue_name", queue)
+    enqueue = _EnqueueOptions(
+        job_key=None if key is None else arguments.template("key", key),
+        queue_name=queue,
+        max_attempts=options["max_attempts"],
+        priority=options["priority"],
+    )
     task = Task(
         task_name,
         call_async if is_async else call,
+        max_attempts=options["max_attempts"],
+        # A queue template is filled per job, which Task.job (payloads) cannot do.
+        queue_name=None if "{" in (queue or "") else queue,
+        priority=options["priority"],
+        timeout=options["timeout"],
         is_async=is_async,
         takes_job=True,
-        **options,
-    )
-    enqueue = _EnqueueOptions(
-        queue_name=options["queue_name"],
-        max_attempts=options["max_attempts"],
-        priority=options["priority"],
+        backoff=options["backoff"] or exponential_backoff,
     )
     return task, TypedTask(task, function, arguments, enqueue)
 
@@ -397,6 +450,7 @@ class TaskRegistry:
         queue_name: str | None = None,
         priority: int | None = None,
         timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
     ) -> Callable[[Handler], Task]: ...
 
     @overload
@@ -409,6 +463,8 @@ class TaskRegistry:
         queue_name: str | None = None,
         priority: int | None = None,
         timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
+        key: str | None = None,
     ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
     def task(
@@ -421,20 +477,37 @@ class TaskRegistry:
         queue_name: str | None = None,
         priority: int | None = None,
         timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
+        key: str | None = None,
     ) -> Any:
         """Register a task. ``@tasks.task`` (bare, or with keyword options) declares a
         typed task from the function's annotated parameters (its name: ``name``, or the
-        function's); ``@tasks.task("name", ...)`` registers a payload handler."""
+        function's); ``@tasks.task("name", ...)`` registers a payload handler.
+
+        ``max_attempts``, ``priority`` and ``queue_name`` are defaults for enqueueing;
+        ``timeout`` bounds a run; ``backoff(attempt) -> timedelta`` is the delay before a
+        retry (typed tasks: :func:`exponential_backoff`; payload handlers: the SQL
+        functions' own). A typed task's ``key`` and ``queue_name`` may be templates of
+        its arguments (``key="receipt:{order_id}"``): a job enqueued with the key of a
+        waiting job replaces that job (see job keys in the docs)."""
+        if backoff is not None and not callable(backoff):
+            raise InvalidArgumentError("backoff", backoff, "it must be a function of the attempt")
         options = _Options(
             max_attempts=check.check_positive("max_attempts", max_attempts),
             queue_name=check.check_name("queue_name", queue_name, optional=True),
             priority=check.check_priority("priority", priority),
             timeout=_timeout(timeout),
+            backoff=backoff,
         )
+        checked_key = check.check_key("key", key)
         if callable(name_or_function):
-            return self._register_typed(name, name_or_function, options)
+            return self._register_typed(name, name_or_function, options, checked_key)
         if name_or_function is None:
-            return lambda function: self._register_typed(name, function, options)
+            return lambda function: self._register_typed(name, function, options, checked_key)
+        if key is not None:
+            raise InvalidArgumentError(
+                "key", key, "a payload handler has no arguments to fill a key with"
+            )
         checked_name = str(check.check_name("name", name_or_function))
 
         def register(handler: Handler) -> Task:
@@ -451,9 +524,9 @@ class TaskRegistry:
         return register
 
     def _register_typed(
-        self, name: str | None, function: Callable[P, R], options: _Options
+        self, name: str | None, function: Callable[P, R], options: _Options, key: str | None
     ) -> TypedTask[P, R]:
-        task, typed = _typed_task(name, function, options)
+        task, typed = _typed_task(name, function, options, key)
         self._register(task)
         return typed
 

@@ -29,7 +29,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from sqla_pgjobs.database import sqlalchemy_url
-from sqla_pgjobs.errors import InvalidPayloadError, PgJobsError
+from sqla_pgjobs.errors import PgJobsError
+from sqla_pgjobs.outcomes import Failure, failure
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, LATEST_VERSION, install
 from sqla_pgjobs.tasks import Job, error_text
 
@@ -212,7 +213,7 @@ def run_jobs(
     the exception propagates. At most ``max_jobs`` runs: a handler that enqueues its own
     task forever stops there.
     """
-    from sqla_pgjobs.functions import complete_job, fail_job, fail_jobs_for_good, get_jobs
+    from sqla_pgjobs.functions import complete_job, get_jobs
 
     report = RunReport()
     names = tasks.names
@@ -233,16 +234,27 @@ def run_jobs(
                     if raise_errors:
                         raise
                     error = error_text(exc)
-                    # As the worker: a payload that cannot be valid is not retried.
-                    if isinstance(exc, InvalidPayloadError):
-                        connection.execute(fail_jobs_for_good(worker_id, [job.id], [error])).all()
-                    else:
-                        connection.execute(fail_job(worker_id, job.id, error))
+                    _record_failure(connection, worker_id, job, failure(exc, task, job), error)
                     report.failed.append((job, error))
                 else:
                     connection.execute(complete_job(worker_id, job.id))
                     report.completed.append(job)
     return report
+
+
+def _record_failure(
+    connection: Connection, worker_id: str, job: Job, how: Failure, error: str
+) -> None:
+    """As the worker records it (:mod:`sqla_pgjobs.outcomes`)."""
+    from sqla_pgjobs.functions import fail_job, fail_jobs_for_good, retry_jobs_at
+
+    if how.run_at is not None:
+        statement = retry_jobs_at(worker_id, [job.id], [how.run_at], [error], [how.refunded])
+    elif how.for_good:
+        statement = fail_jobs_for_good(worker_id, [job.id], [error])
+    else:
+        statement = fail_job(worker_id, job.id, error)
+    connection.execute(statement).all()
 
 
 async def _await(awaitable: Any) -> Any:

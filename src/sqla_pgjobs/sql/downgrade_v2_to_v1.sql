@@ -752,6 +752,7 @@ $$;
 -- loses the history and the cancel requests of running jobs (which then complete, or
 -- fail and are retried, as under version 1), and nothing else.
 DROP FUNCTION app_jobs.fail_jobs_for_good(text, bigint[], text[]);
+DROP FUNCTION app_jobs.retry_jobs_at(text, bigint[], timestamptz[], text[], boolean[]);
 DROP FUNCTION app_jobs.cancel_jobs(bigint[], interval);
 DROP FUNCTION app_jobs.cancel_requested_jobs(text);
 DROP FUNCTION app_jobs.end_cancelled(bigint[], text[]);

@@ -41,6 +41,8 @@
 --    (fail_job_batch, release_jobs, recover_jobs), never retried.
 -- 10. fail_jobs_for_good: a worker fails jobs whose payload cannot be valid, without
 --    retrying them (typed tasks).
+-- 11. retry_jobs_at: a worker retries jobs at times of its choosing (a task's backoff, a
+--    handler's RetryAt) or snoozes them (the attempt refunded).
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -1088,6 +1090,109 @@ BEGIN
 END
 $$;
 
+-- Retry the listed jobs that worker_id holds at times of the worker's choosing (fix 11),
+-- each paired with its run_at, error message and refund flag. Refund false: the run
+-- failed and counts as an attempt (a task's own backoff, or the handler asked to be
+-- retried at a time), as fail_job_batch does but for the run_at: a job whose attempts
+-- are used up fails for good, one whose cancellation was requested ends as cancelled.
+-- Refund true: the run is snoozed (the handler asked to run later): the attempt is given
+-- back and the error, if any, recorded, unless its cancellation was requested (then it
+-- ends as cancelled). Returns the jobs it acted on (not those worker_id did not hold), as
+-- each was failed, cancelled or snoozed.
+CREATE FUNCTION app_jobs.retry_jobs_at(
+  worker_id text,
+  job_ids bigint[],
+  run_ats timestamptz[],
+  error_messages text[] DEFAULT NULL,
+  refunds boolean[] DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_failed bigint[];
+  v_failed_errors text[];
+  v_snoozed bigint[];
+BEGIN
+  PERFORM app_jobs.assert_worker_id(retry_jobs_at.worker_id);
+  IF cardinality(retry_jobs_at.run_ats) IS DISTINCT FROM cardinality(retry_jobs_at.job_ids)
+     OR (retry_jobs_at.error_messages IS NOT NULL
+         AND cardinality(retry_jobs_at.error_messages) <> cardinality(retry_jobs_at.job_ids))
+     OR (retry_jobs_at.refunds IS NOT NULL
+         AND cardinality(retry_jobs_at.refunds) <> cardinality(retry_jobs_at.job_ids))
+  THEN
+    RAISE EXCEPTION 'retry_jobs_at: run_ats, error_messages and refunds must have one element per job id (%)',
+      coalesce(cardinality(retry_jobs_at.job_ids), 0)
+      USING ERRCODE = '22023', COLUMN = 'run_ats';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(retry_jobs_at.run_ats) AS r(at)
+              WHERE r.at IS NULL OR NOT isfinite(r.at)) THEN
+    RAISE EXCEPTION 'retry_jobs_at: every run_at must be a finite time'
+      USING ERRCODE = '22023', COLUMN = 'run_ats';
+  END IF;
+
+  SELECT array_agg(f.id) FILTER (WHERE NOT coalesce(f.refund, false)),
+         array_agg(f.error_message) FILTER (WHERE NOT coalesce(f.refund, false)),
+         array_agg(f.id) FILTER (WHERE coalesce(f.refund, false))
+    INTO v_failed, v_failed_errors, v_snoozed
+    FROM unnest(retry_jobs_at.job_ids, retry_jobs_at.error_messages, retry_jobs_at.refunds)
+         AS f(id, error_message, refund);
+
+  IF v_failed IS NOT NULL THEN
+    -- fail_job_batch's rules (history, cancel requests, first starts), then the run_at.
+    RETURN QUERY
+    SELECT * FROM app_jobs.fail_job_batch(retry_jobs_at.worker_id, v_failed, v_failed_errors);
+    UPDATE app_jobs.jobs j
+       SET run_at = r.at
+      FROM unnest(retry_jobs_at.job_ids, retry_jobs_at.run_ats) AS r(id, at)
+     WHERE j.id = r.id AND j.id = ANY (v_failed)
+       AND j.locked_at IS NULL AND j.attempts < j.max_attempts;
+  END IF;
+
+  IF v_snoozed IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM app_jobs.cancel_requests) THEN
+      RETURN QUERY
+      SELECT * FROM app_jobs.end_cancelled(
+        ARRAY(SELECT r.job_id FROM app_jobs.cancel_requests r
+               JOIN app_jobs.jobs j ON j.id = r.job_id
+               WHERE r.job_id = ANY (v_snoozed) AND j.locked_by = retry_jobs_at.worker_id),
+        NULL);
+    END IF;
+    RETURN QUERY
+    WITH held AS (
+      SELECT j.id, j.locked_at, j.queue_name
+        FROM app_jobs.jobs j
+       WHERE j.id = ANY (v_snoozed) AND j.locked_by = retry_jobs_at.worker_id
+         FOR UPDATE
+    ), snoozed AS (
+      UPDATE app_jobs.jobs j
+         SET locked_by = NULL,
+             locked_at = NULL,
+             attempts = GREATEST(j.attempts - 1, 0),
+             run_at = r.at,
+             last_error = coalesce(r.error_message, j.last_error),
+             updated_at = GREATEST(now(), j.updated_at + interval '1 millisecond')
+        FROM unnest(retry_jobs_at.job_ids, retry_jobs_at.run_ats, retry_jobs_at.error_messages)
+             AS r(id, at, error_message),
+             held h
+       WHERE j.id = r.id AND h.id = r.id
+      RETURNING j.*
+    ), freed AS (
+      UPDATE app_jobs.job_queues q
+         SET locked_by = NULL, locked_at = NULL
+       WHERE q.queue_name IN (SELECT h.queue_name FROM held h)
+         AND q.locked_by = retry_jobs_at.worker_id
+    ), started AS (
+      INSERT INTO app_jobs.job_first_starts (job_id, started_at)
+      SELECT h.id, h.locked_at FROM held h WHERE h.locked_at IS NOT NULL
+      ON CONFLICT (job_id) DO NOTHING
+    )
+    SELECT * FROM snoozed;
+  END IF;
+END
+$$;
+
 -- Give back the jobs and queues worker_id holds (all, or all but keep_job_ids), refunding
 -- the interrupted attempt: on shutdown, at start after a crash, or after a reconnect.
 -- Version 2: a job whose cancellation was requested ends as cancelled instead of waiting
@@ -1637,7 +1742,9 @@ REVOKE ALL ON FUNCTION app_jobs.pause_queue(text), app_jobs.resume_queue(text),
 REVOKE ALL ON FUNCTION app_jobs.end_cancelled(bigint[], text[]),
                        app_jobs.cancel_jobs(bigint[], interval),
                        app_jobs.cancel_requested_jobs(text),
-                       app_jobs.fail_jobs_for_good(text, bigint[], text[]) FROM PUBLIC;
+                       app_jobs.fail_jobs_for_good(text, bigint[], text[]),
+                       app_jobs.retry_jobs_at(text, bigint[], timestamptz[], text[], boolean[])
+  FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
               app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests
   FROM PUBLIC;
@@ -1645,7 +1752,8 @@ REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_fir
 -- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs, the
 -- pause and resume functions (fix 8) and cancel_jobs (fix 9), and reads the new tables;
 -- the worker level gains prune_job_history and claim_maintenance (fix 7: workers prune,
--- one at a time), cancel_requested_jobs (fix 9) and fail_jobs_for_good (fix 10). grant_access lists them from
+-- one at a time), cancel_requested_jobs (fix 9), fail_jobs_for_good (fix 10) and
+-- retry_jobs_at (fix 11). grant_access lists them from
 -- now on, and the roles that already hold a level get them now: those that can execute
 -- complete_job_batch hold the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
@@ -1673,7 +1781,7 @@ BEGIN
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('prune_job_history', 2), ('claim_maintenance', 2), ('cancel_requested_jobs', 2),
-      ('fail_jobs_for_good', 2),
+      ('fail_jobs_for_good', 2), ('retry_jobs_at', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
       ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
       ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3),
@@ -1717,6 +1825,7 @@ BEGIN
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'resume_task'),
                    ('complete_job_batch', 'EXECUTE ON FUNCTION', 'cancel_requested_jobs'),
                    ('complete_job_batch', 'EXECUTE ON FUNCTION', 'fail_jobs_for_good'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'retry_jobs_at'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'cancel_jobs'),
                    ('complete_jobs', 'SELECT ON TABLE', 'cancel_requests')
            ) AS g(held, kind, name)

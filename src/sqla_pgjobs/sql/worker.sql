@@ -23,6 +23,12 @@ SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s),
 SELECT count(*) AS failed
   FROM app_jobs.fail_jobs_for_good(%(worker_id)s, %(job_ids)s, %(error_messages)s);
 
+-- name: retry_at
+-- Jobs retried at times of the task's choosing, or snoozed (refunds): see retry_jobs_at.
+SELECT count(*) AS failed
+  FROM app_jobs.retry_jobs_at(%(worker_id)s, %(job_ids)s, %(run_ats)s, %(error_messages)s,
+                              %(refunds)s);
+
 -- The same two on a version 1 schema (a rolling upgrade not finished yet): there are no
 -- cancel requests to read.
 

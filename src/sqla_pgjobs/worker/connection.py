@@ -109,12 +109,16 @@ class WorkerConnection:
         typed task's arguments) go first, in a statement of their own."""
         losses = self._losses
         failed = batch.failed
-        failed_for_good = 0
-        if batch.failed_for_good:
+        failed_apart = 0
+        if batch.failed_for_good or batch.retried:
             if self.reads_cancel_requests:
-                failed_for_good = await self._fail_for_good(batch.failed_for_good)
-            else:  # a version 1 schema has no such function: the jobs are retried
-                failed = failed + batch.failed_for_good
+                failed_apart = await self._fail_apart(batch)
+            else:  # a version 1 schema has neither function: SQL's backoff for all
+                failed = [
+                    *failed,
+                    *batch.failed_for_good,
+                    *((job_id, error) for job_id, error, _, _ in batch.retried),
+                ]
         rows = await self._connection.execute(
             self._cycle_sql,
             {
@@ -131,23 +135,39 @@ class WorkerConnection:
         cancels = self._cancel_requests
         return Cycle(
             completed=first["completed"],
-            failed=first["failed"] + failed_for_good,
+            failed=first["failed"] + failed_apart,
             taken=[Job.from_row(row, cancels) for row in rows if row["id"] is not None],
             next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
             resent=self._losses > losses,
             cancel_requested=first["cancel_requested"] or [],
         )
 
-    async def _fail_for_good(self, failures: list[tuple[int, str]]) -> int:
-        [row] = await self._connection.execute(
-            self._sql["fail_for_good"],
-            {
-                "worker_id": self._worker_id,
-                "job_ids": [job_id for job_id, _ in failures],
-                "error_messages": [error for _, error in failures],
-            },
-        )
-        return int(row["failed"])
+    async def _fail_apart(self, batch: Batch) -> int:
+        """Record the failures the cycle statement cannot (rare: a statement each)."""
+        failed = 0
+        if batch.failed_for_good:
+            [row] = await self._connection.execute(
+                self._sql["fail_for_good"],
+                {
+                    "worker_id": self._worker_id,
+                    "job_ids": [job_id for job_id, _ in batch.failed_for_good],
+                    "error_messages": [error for _, error in batch.failed_for_good],
+                },
+            )
+            failed += int(row["failed"])
+        if batch.retried:
+            [row] = await self._connection.execute(
+                self._sql["retry_at"],
+                {
+                    "worker_id": self._worker_id,
+                    "job_ids": [job_id for job_id, _, _, _ in batch.retried],
+                    "error_messages": [error for _, error, _, _ in batch.retried],
+                    "run_ats": [run_at for _, _, run_at, _ in batch.retried],
+                    "refunds": [refunded for _, _, _, refunded in batch.retried],
+                },
+            )
+            failed += int(row["failed"])
+        return failed
 
     async def heartbeat(self, *, retry: bool = True) -> Heartbeat:
         """Record that this worker is alive, and read the jobs it is asked to stop."""

@@ -54,7 +54,8 @@ from sqla_pgjobs import service
 from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import CONNECTION_ERRORS, listen, seconds
 from sqla_pgjobs.database import libpq_url
-from sqla_pgjobs.errors import InvalidArgumentError, InvalidPayloadError
+from sqla_pgjobs.errors import InvalidArgumentError
+from sqla_pgjobs.outcomes import failure
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 from sqla_pgjobs.tasks import TaskRegistry, error_text
 from sqla_pgjobs.worker.connection import WorkerConnection
@@ -459,14 +460,21 @@ class _Run:
         if error is None:
             self.results.completed(job.id, now)
         else:
-            # A payload that cannot be its task's arguments fails the same way every time.
-            for_good = isinstance(error, InvalidPayloadError)
-            self.results.failed(job.id, error_text(error), now, for_good=for_good)
+            self._failed(job, error, now)
         self.start_prefetched()
         # Once the loop is woken it decides afresh: skip the decision (a Load per job was 8%
         # of a no-op job's worker CPU) until it has run.
         if not self.wake.is_set() and self.policy.cycle_due(self.load(now)):
             self.wake.set()
+
+    def _failed(self, job: Job, error: BaseException, now: float) -> None:
+        """Keep a failed run's result as :func:`sqla_pgjobs.outcomes.failure` says."""
+        how = failure(error, self.worker.tasks.get(job.task_identifier), job)
+        text = error_text(error)
+        if how.run_at is not None:
+            self.results.retried(job.id, text, how.run_at, now, refunded=how.refunded)
+        else:
+            self.results.failed(job.id, text, now, for_good=how.for_good)
 
     # --- Heartbeats, notifications, connection loss ---------------------------------------------
 
