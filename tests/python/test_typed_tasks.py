@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from sqla_pgjobs import InvalidArgumentError, Job, TaskRegistry, Worker
-from sqla_pgjobs.errors import InvalidPayloadError, TaskArgumentError
+from sqla_pgjobs.errors import FailForGood, InvalidPayloadError, RetryAt, Snooze, TaskArgumentError
 from sqla_pgjobs.functions import add_job, add_jobs
 from sqla_pgjobs.tables import job_history, jobs
+from sqla_pgjobs.tasks import exponential_backoff
 from sqla_pgjobs.testing import run_jobs
 from tests.helpers import SCHEMA, wait_for
 
@@ -386,3 +387,112 @@ def test_mypy_reports_a_wrong_argument_type_and_accepts_the_right_one(tmp_path: 
     assert [line.split(":")[1] for line in errors] == ["14", "15"], result.stdout
     assert 'Argument "order_id" to "job" of "TypedTask" has incompatible type "str"' in errors[0]
     assert 'Missing positional argument "order_id"' in errors[1]
+
+
+# --- Per-task policy ------------------------------------------------------------------------------
+
+
+def test_key_and_queue_templates_are_filled_with_the_arguments(jobs_engine: Engine) -> None:
+    registry = TaskRegistry()
+
+    @registry.task(key="receipt:{order_id}", queue_name="mail:{tenant}")
+    def receipt(order_id: int, tenant: str = "main", note: str = "") -> None: ...
+
+    with jobs_engine.begin() as connection:
+        first = connection.execute(receipt.job(42, note="first")).one()
+        again = connection.execute(receipt.job(42, note="second")).one()
+        other = connection.execute(receipt.using(job_key="r:{order_id}:{note}").job(7, "b")).one()
+    assert (first.key, first.queue_name) == ("receipt:42", "mail:main")
+    # A duplicate key replaces the waiting job: one job, with the newer arguments.
+    assert again.id == first.id and again.payload == {"order_id": 42, "note": "second"}
+    assert (other.key, other.queue_name) == ("r:7:", "mail:b")
+    assert registry["receipt"].queue_name is None  # the template is filled per job
+
+
+def test_templates_naming_no_argument_are_refused_at_declaration() -> None:
+    registry = TaskRegistry()
+    with pytest.raises(InvalidArgumentError, match=r"\{orderid\} names no argument"):
+
+        @registry.task(key="receipt:{orderid}")
+        def receipt(order_id: int) -> None: ...
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        registry.task("payloads", key="k:{x}")
+    assert raised.value.argument == "key"
+    with pytest.raises(InvalidArgumentError) as raised:
+        registry.task(backoff=5)  # type: ignore[call-overload]
+    assert raised.value.argument == "backoff"
+
+
+def test_handlers_choose_how_they_fail(database_url: URL, jobs_engine: Engine) -> None:
+    """Snooze: later, the attempt refunded; RetryAt: later, the attempt counted; FailForGood:
+    no retry; a task's own backoff: its delay; a typed task without one: jittered
+    exponential (e^1 s times 0.5-1 after a first failure)."""
+    registry = TaskRegistry()
+    later = datetime.now(UTC) + timedelta(hours=2)
+
+    @registry.task
+    def snoozing(n: int) -> None:
+        raise Snooze(timedelta(hours=1))
+
+    @registry.task
+    def retrying(n: int) -> None:
+        raise RetryAt(later)
+
+    @registry.task
+    def giving_up(n: int) -> None:
+        raise FailForGood("the order was deleted")
+
+    @registry.task(backoff=lambda attempt: timedelta(minutes=10 * attempt))
+    def own_backoff(n: int) -> None:
+        raise ValueError("no")
+
+    @registry.task
+    def jittered(n: int) -> None:
+        raise ValueError("no")
+
+    @registry.task("payload_snooze")
+    def payload_snooze(payload: dict[str, Any]) -> None:
+        raise Snooze(delay=60)
+
+    names = ["snoozing", "retrying", "giving_up", "own_backoff", "jittered"]
+    with jobs_engine.begin() as connection:
+        ids = {name: connection.execute(registry[name].job({"n": 1})).one().id for name in names}
+        ids["payload_snooze"] = connection.execute(add_job("payload_snooze", {})).one().id
+    started = datetime.now(UTC)
+    Worker(database_url, registry, schema=SCHEMA, prune_interval=None).run(
+        drain=True, install_signal_handlers=False
+    )
+    with jobs_engine.connect() as connection:
+        rows = {row.id: row for row in connection.execute(select(jobs))}
+        finished = {row.job_id: row.outcome for row in connection.execute(select(job_history))}
+    snoozed, retried, gave_up = rows[ids["snoozing"]], rows[ids["retrying"]], rows[ids["giving_up"]]
+    assert (snoozed.attempts, snoozed.locked_by) == (0, None)
+    assert timedelta(minutes=59) < snoozed.run_at - started < timedelta(minutes=61)
+    assert snoozed.last_error.startswith("Snooze: snoozed until")
+    assert (retried.attempts, retried.run_at) == (1, later)
+    assert (gave_up.attempts, gave_up.max_attempts) == (25, 25)
+    assert gave_up.last_error.startswith("FailForGood: the order was deleted")
+    assert finished == {ids["giving_up"]: "failed"}
+    own = rows[ids["own_backoff"]]
+    assert timedelta(minutes=9) < own.run_at - started < timedelta(minutes=11)
+    delay = rows[ids["jittered"]].run_at - started
+    assert timedelta(seconds=1.3) < delay < timedelta(seconds=2.8 + 5)
+    assert rows[ids["payload_snooze"]].attempts == 0
+
+
+def test_exponential_backoff_grows_and_spreads() -> None:
+    delays = [exponential_backoff(3).total_seconds() for _ in range(200)]
+    assert 20.08 * 0.5 <= min(delays) < max(delays) <= 20.09
+    assert exponential_backoff(50) <= timedelta(seconds=22027)  # capped at e^10
+
+
+def test_bad_snooze_and_retry_times_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError):
+        Snooze()
+    with pytest.raises(InvalidArgumentError):
+        Snooze(-1)
+    with pytest.raises(InvalidArgumentError):
+        RetryAt(datetime(2030, 1, 1))  # naive
+    with pytest.raises(InvalidArgumentError):
+        RetryAt(datetime.now(UTC), delay=5)

@@ -92,6 +92,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "claim_maintenance",  # ... one at a time
     "cancel_requested_jobs",  # version 2: workers read the requests to stop their jobs
     "fail_jobs_for_good",  # version 2: a payload that cannot be its typed task's arguments
+    "retry_jobs_at",  # version 2: a task's own backoff, RetryAt and Snooze
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",

@@ -62,6 +62,7 @@ from sqla_pgjobs.functions import (
     reschedule_jobs,
     resume_queue,
     resume_task,
+    retry_jobs_at,
     run_scheduled_job,
     set_history_retention,
 )
@@ -565,6 +566,12 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     assert len(run("get_jobs", get_jobs(WORKER, ["typed"]))) == 1
     failed = run("fail_jobs_for_good", fail_jobs_for_good(WORKER, [doomed.id], ["bad payload"]))
     assert [(row.id, row.attempts) for row in failed] == [(doomed.id, doomed.max_attempts)]
+    (later,) = run("add_job", add_job("typed", {"later": True}))
+    (snoozed,) = run("add_job", add_job("typed", {"snooze": True}))
+    assert len(run("get_jobs", get_jobs(WORKER, ["typed"], max_jobs=2))) == 2
+    when = datetime.now(UTC) + timedelta(hours=1)
+    retry = retry_jobs_at(WORKER, [later.id, snoozed.id], [when, when], ["x", None], [False, True])
+    assert sorted(row.id for row in run("retry_jobs_at", retry)) == [later.id, snoozed.id]
     run("release_jobs", release_jobs(WORKER))
 
     # The trigger functions, on the hijacker's own table.
