@@ -201,6 +201,26 @@ def session_enqueue_one_per_transaction(url: URL, count: int) -> float:
     return count / elapsed
 
 
+_TYPED = TaskRegistry()
+
+
+@_TYPED.task(name="noop")
+def _typed_noop(i: int) -> None:
+    """A typed task, for enqueueing through .job(): its arguments checked by pydantic."""
+
+
+def typed_enqueue_one_per_transaction(url: URL, count: int) -> float:
+    """As session_enqueue_one_per_transaction, through a typed task's .job()."""
+    engine = create_engine(url)
+    started = time.perf_counter()
+    for i in range(count):
+        with Session(engine) as session, session.begin():
+            session.execute(_typed_noop.job(i=i))
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return count / elapsed
+
+
 def seed_enqueue_bulk(url: URL, count: int) -> float:
     """The seed has no bulk call: add_job for every job in one transaction (pipelined)."""
     with psycopg.connect(libpq_url(url)) as connection:
@@ -513,6 +533,15 @@ def main() -> None:
                     runs,
                     lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
                     lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one),
+                ),
+            ),
+            (
+                "enqueue through a typed task's .job() vs add_job(), 1 per transaction (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one),
+                    lambda u: typed_enqueue_one_per_transaction(u, counts.one_by_one),
                 ),
             ),
             (
