@@ -37,14 +37,15 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.arguments import Arguments
-from sqla_pgjobs.errors import InvalidArgumentError
-from sqla_pgjobs.functions import JobSpec, JobStatement, add_job, add_jobs
+from sqla_pgjobs.errors import InvalidArgumentError, PgJobsError
+from sqla_pgjobs.functions import JobSpec, JobStatement, add_job, add_jobs, complete_job
 
 if TYPE_CHECKING:
+    import contextlib
     import uuid
     from datetime import datetime
 
@@ -92,6 +93,27 @@ def error_text(exc: BaseException) -> str:
     return summary + "\n\n" + text
 
 
+class Transactions(Protocol):
+    """What runs a transactional task (the worker, or :func:`sqla_pgjobs.testing.run_jobs`):
+    a transaction of the kind its function takes (``Session``, ``AsyncSession``,
+    ``Connection``, ``AsyncConnection``), and the news that a job was completed in it."""
+
+    def begin(self, kind: str) -> contextlib.AbstractContextManager[Any]: ...
+
+    def begin_async(self, kind: str) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+    def completed(self, job: Job) -> None: ...
+
+
+#: The annotations that make a typed task transactional, by the kind of bind they are.
+TRANSACTION_KINDS = {
+    "sqlalchemy.orm.session.Session": "session",
+    "sqlalchemy.engine.base.Connection": "connection",
+    "sqlalchemy.ext.asyncio.session.AsyncSession": "async_session",
+    "sqlalchemy.ext.asyncio.engine.AsyncConnection": "async_connection",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """A job as a handler sees it: the row of ``app_jobs.jobs`` when it was taken."""
@@ -116,6 +138,8 @@ class Job:
     _cancel_requests: AbstractSet[int] = dataclasses.field(
         default=frozenset(), repr=False, compare=False
     )
+    #: Where a transactional task's transaction comes from (the worker running the job).
+    _transactions: Transactions | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -136,12 +160,16 @@ class Job:
 
     @classmethod
     def from_row(
-        cls, row: Mapping[str, Any], cancel_requests: AbstractSet[int] = frozenset()
+        cls,
+        row: Mapping[str, Any],
+        cancel_requests: AbstractSet[int] = frozenset(),
+        transactions: Transactions | None = None,
     ) -> Job:
         """The job from a row of ``app_jobs.jobs`` (extra columns are ignored), seeing the
-        ids in ``cancel_requests`` as cancelled (the worker's set, which it keeps up)."""
+        ids in ``cancel_requests`` as cancelled (the worker's set, which it keeps up), run
+        by a worker that opens transactions with ``transactions``."""
         fields = {field: row[field] for field in _ROW_FIELDS}
-        return cls(**fields, _cancel_requests=cancel_requests)
+        return cls(**fields, _cancel_requests=cancel_requests, _transactions=transactions)
 
 
 #: The fields that are columns of app_jobs.jobs.
@@ -361,6 +389,32 @@ class _Options(typing.TypedDict):
     backoff: Backoff | None
 
 
+def _transaction_parameter(function: Callable[..., Any]) -> tuple[str, str] | None:
+    """The parameter of a typed task's function that takes its transaction, and its kind
+    (see TRANSACTION_KINDS), if it has one."""
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError):
+        return None
+    found = [
+        (name, TRANSACTION_KINDS[f"{hint.__module__}.{hint.__qualname__}"])
+        for name, hint in hints.items()
+        if name != "return"
+        and isinstance(hint, type)
+        and f"{hint.__module__}.{hint.__qualname__}" in TRANSACTION_KINDS
+    ]
+    if len(found) > 1:
+        raise InvalidArgumentError(
+            "handler", function, "a task takes at most one transaction (Session or Connection)"
+        )
+    return found[0] if found else None
+
+
+class JobNotHeldError(PgJobsError):
+    """A transactional task's job was taken over while its handler ran (its worker had
+    been silent beyond its heartbeat timeout): the handler's writes are rolled back."""
+
+
 def _typed_task(
     name: str | None, function: Callable[P, R], options: _Options, key: str | None
 ) -> tuple[Task, TypedTask[P, R]]:
@@ -370,19 +424,52 @@ def _typed_task(
         raise InvalidArgumentError("handler", function, "it must be a function")
     task_name = str(check.check_name("name", name if name is not None else function.__name__))
     job_parameters = _job_parameters(function)
-    arguments = Arguments(task_name, function, supplied=job_parameters)
+    transaction = _transaction_parameter(function)
+    supplied = [*job_parameters, *([transaction[0]] if transaction else [])]
+    arguments = Arguments(task_name, function, supplied=supplied)
     is_async = inspect.iscoroutinefunction(function)
     run: Callable[..., Any] = function
+    if transaction is not None and transaction[1].startswith("async") != is_async:
+        raise InvalidArgumentError(
+            "handler",
+            function,
+            "an async function takes an AsyncSession or AsyncConnection, a plain one a "
+            "Session or Connection",
+        )
 
-    def call(payload: Any, job: Job) -> Any:
+    def prepared(payload: Any, job: Job) -> dict[str, Any]:
         kwargs = arguments.decode(payload)
         for parameter in job_parameters:
             kwargs[parameter] = job
-        return run(**kwargs)
+        return kwargs
+
+    def call(payload: Any, job: Job) -> Any:
+        kwargs = prepared(payload, job)
+        if transaction is None:
+            return run(**kwargs)
+        parameter, kind = transaction
+        transactions = _transactions_of(job)
+        # The handler's writes and the job's completion commit together, or not at all.
+        with transactions.begin(kind) as bind:
+            result = run(**kwargs, **{parameter: bind})
+            if bind.execute(complete_job(str(job.locked_by), job.id)).first() is None:
+                raise JobNotHeldError(f"job {job.id} was taken over while it ran")
+        transactions.completed(job)
+        return result
 
     async def call_async(payload: Any, job: Job) -> Any:
-        result = call(payload, job)
-        return await typing.cast("Awaitable[Any]", result)
+        if transaction is None:
+            return await typing.cast("Awaitable[Any]", call(payload, job))
+        kwargs = prepared(payload, job)
+        parameter, kind = transaction
+        transactions = _transactions_of(job)
+        async with transactions.begin_async(kind) as bind:
+            result = await run(**kwargs, **{parameter: bind})
+            done = await bind.execute(complete_job(str(job.locked_by), job.id))
+            if done.first() is None:
+                raise JobNotHeldError(f"job {job.id} was taken over while it ran")
+        transactions.completed(job)
+        return result
 
     queue = options["queue_name"]
     if queue is not None:
@@ -406,6 +493,16 @@ def _typed_task(
         backoff=options["backoff"] or exponential_backoff,
     )
     return task, TypedTask(task, function, arguments, enqueue)
+
+
+def _transactions_of(job: Job) -> Transactions:
+    if job._transactions is None:
+        raise InvalidArgumentError(
+            "job",
+            job,
+            "a transactional task runs in a worker or run_jobs, which give it its transaction",
+        )
+    return job._transactions
 
 
 def _takes_job(handler: Handler) -> bool:

@@ -219,12 +219,13 @@ def run_jobs(
     names = tasks.names
     with contextlib.ExitStack() as stack:
         connection = bind if isinstance(bind, Connection) else stack.enter_context(bind.begin())
+        transactions = _Savepoints(connection)
         while len(report.completed) + len(report.failed) < max_jobs:
             rows = connection.execute(get_jobs(worker_id, names, max_jobs=100)).mappings().all()
             if not rows:
                 break
             for row in rows:
-                job = Job.from_row(dict(row))
+                job = Job.from_row(dict(row), transactions=transactions)
                 task = tasks[job.task_identifier]
                 try:
                     result = task(job.payload, job)
@@ -237,9 +238,42 @@ def run_jobs(
                     _record_failure(connection, worker_id, job, failure(exc, task, job), error)
                     report.failed.append((job, error))
                 else:
-                    connection.execute(complete_job(worker_id, job.id))
+                    if job.id not in transactions.done:  # else completed in its transaction
+                        connection.execute(complete_job(worker_id, job.id))
                     report.completed.append(job)
     return report
+
+
+class _Savepoints:
+    """run_jobs' transactions for transactional tasks: savepoints in its connection, so
+    that a handler that raises leaves no write behind, as in a worker."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.done: set[int] = set()
+
+    @contextlib.contextmanager
+    def begin(self, kind: str) -> Iterator[Any]:
+        from sqlalchemy.orm import Session
+
+        with self.connection.begin_nested():
+            if kind == "session":
+                with Session(
+                    bind=self.connection, join_transaction_mode="rollback_only"
+                ) as session:
+                    yield session
+                    session.flush()
+            else:
+                yield self.connection
+
+    def begin_async(self, kind: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        raise PgJobsError(
+            "run_jobs runs plain functions' transactions only: run async transactional "
+            "tasks with a Worker (for instance Worker(...).run(drain=True))"
+        )
+
+    def completed(self, job: Job) -> None:
+        self.done.add(job.id)
 
 
 def _record_failure(

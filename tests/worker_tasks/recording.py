@@ -16,6 +16,9 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session  # noqa: TC002 (read at run time: the transaction to give)
+
 from sqla_pgjobs.worker import Job, TaskRegistry
 
 RUNS_DIR_VARIABLE = "PGJOBS_TEST_RUNS_DIR"
@@ -74,4 +77,23 @@ def sleep_on_first_attempt(payload: dict[str, Any], job: Job) -> None:
     ``payload.get("then", 0)`` on later attempts. Records ``last_error`` as it was taken."""
     record("start", job, last_error=job.last_error)
     time.sleep(float(payload["seconds"]) if job.attempts == 1 else float(payload.get("then", 0)))
+    record("end", job)
+
+
+# A transactional task (a typed task taking a Session): its write and its job's completion
+# commit together. While the file ``hold_while`` exists it waits inside its transaction,
+# for a test to kill the worker there.
+
+
+@tasks.task
+def write_in_transaction(hold_while: str, job: Job, session: Session) -> None:
+    session.execute(
+        text("INSERT INTO public.tx_effects (job_id, attempt) VALUES (:j, :a)"),
+        {"j": job.id, "a": job.attempts},
+    )
+    session.flush()
+    record("start", job)
+    deadline = time.monotonic() + 60
+    while os.path.exists(hold_while) and time.monotonic() < deadline:
+        time.sleep(0.05)
     record("end", job)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Set as AbstractSet
     from datetime import datetime
 
+    from sqla_pgjobs.tasks import Transactions
     from sqla_pgjobs.worker.results import Batch
 
 __all__ = ["Cycle", "Heartbeat", "WorkerConnection"]
@@ -75,14 +76,17 @@ class WorkerConnection:
         on_lost: Callable[[Exception], None],
         sleep: Callable[[float], Awaitable[None]],
         cancel_requests: AbstractSet[int] = frozenset(),
+        transactions: Transactions | None = None,
     ) -> None:
         """``cancel_requests``: the set the worker keeps of the jobs it is asked to stop,
-        which the jobs taken look at (:attr:`Job.cancel_requested`)."""
+        which the jobs taken look at (:attr:`Job.cancel_requested`); ``transactions``:
+        where transactional tasks get theirs."""
         self._sql = named_statements("worker.sql", schema)
         self._cycle_sql = self._sql["cycle"]
         self._heartbeat_sql = self._sql["heartbeat"]
         self._worker_id = worker_id
         self._cancel_requests = cancel_requests
+        self._transactions = transactions
         self._losses = 0
 
         def lost(exc: Exception) -> None:
@@ -132,11 +136,13 @@ class WorkerConnection:
         )
         first = rows[0]
         next_run_at = first["next_run_at"]
-        cancels = self._cancel_requests
+        cancels, transactions = self._cancel_requests, self._transactions
         return Cycle(
             completed=first["completed"],
             failed=first["failed"] + failed_apart,
-            taken=[Job.from_row(row, cancels) for row in rows if row["id"] is not None],
+            taken=[
+                Job.from_row(row, cancels, transactions) for row in rows if row["id"] is not None
+            ],
             next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
             resent=self._losses > losses,
             cancel_requested=first["cancel_requested"] or [],

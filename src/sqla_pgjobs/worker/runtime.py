@@ -63,6 +63,7 @@ from sqla_pgjobs.worker.handlers import Handlers
 from sqla_pgjobs.worker.policy import Load, Pace, Policy
 from sqla_pgjobs.worker.pruning import prune_periodically
 from sqla_pgjobs.worker.results import Results
+from sqla_pgjobs.worker.transactions import HandlerTransactions
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -208,6 +209,7 @@ class _Run:
         # it), and whether a NOTIFY said there may be new requests.
         self.cancel_requests: set[int] = set()
         self.cancel_notified = False
+        self.transactions = HandlerTransactions(url, worker.schema, worker.concurrency)
         self.connection = WorkerConnection(
             url,
             worker.schema,
@@ -219,6 +221,7 @@ class _Run:
             on_lost=self._lost_connection,
             sleep=pause,
             cancel_requests=self.cancel_requests,
+            transactions=self.transactions,
         )
         self.helpers: list[asyncio.Task[None]] = []
         # False after a reconnect (or after being given up for dead), until the jobs a lost
@@ -313,6 +316,7 @@ class _Run:
     async def _close(self) -> None:
         self.handlers.close()
         await self.connection.close()
+        await self.transactions.close()
 
     # --- Taking jobs --------------------------------------------------------------------------
 
@@ -458,7 +462,12 @@ class _Run:
             self.cancel_requests.discard(job.id)
         self.pace.finished(duration, now)
         if error is None:
-            self.results.completed(job.id, now)
+            if job.id in self.transactions.done:
+                # Completed in its handler's own transaction: nothing to report.
+                self.transactions.done.discard(job.id)
+                self.stats.completed += 1
+            else:
+                self.results.completed(job.id, now)
         else:
             self._failed(job, error, now)
         self.start_prefetched()
