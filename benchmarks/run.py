@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import sqlalchemy
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 import sqla_pgjobs
 from sqla_pgjobs import JobSpec, add_job, add_jobs
-from sqla_pgjobs.database import libpq_url
+from sqla_pgjobs.database import libpq_url, sqlalchemy_url
 from sqla_pgjobs.functions import set_history_retention
 from sqla_pgjobs.history import prune
 from sqla_pgjobs.schema import LATEST_VERSION, install, render
@@ -46,13 +46,13 @@ from sqla_pgjobs.testing import (
     postgres_server,
     unique_database_name,
 )
-from sqla_pgjobs.worker import TaskRegistry, Worker
+from sqla_pgjobs.worker import Job, TaskRegistry, Worker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from multiprocessing.synchronize import Event
 
-    from sqlalchemy.engine import URL
+    from sqlalchemy.engine import URL, Engine
 
 # Children are started afresh (not forked from a process holding connections).
 SPAWN = multiprocessing.get_context("spawn")
@@ -295,6 +295,42 @@ def _worker_process(url: str, connections: int, ready: Event, go: Event, out: An
     out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
+def _effects_table(url: URL) -> None:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute("CREATE TABLE public.bench_effects (job_id bigint NOT NULL)")
+
+
+def _insert_in_its_transaction(job: Job, session: Session) -> None:
+    """A transactional task: its row and its job's completion commit together."""
+    session.execute(text("INSERT INTO public.bench_effects VALUES (:j)"), {"j": job.id})
+
+
+_OWN_ENGINE: list[Engine] = []
+
+
+def _insert_in_its_own(job: Job) -> None:
+    """The same write in a transaction of the handler's own (a pooled engine of its own);
+    the job is completed afterwards, in the worker's batched cycle."""
+    with Session(_OWN_ENGINE[0]) as session, session.begin():
+        session.execute(text("INSERT INTO public.bench_effects VALUES (:j)"), {"j": job.id})
+
+
+def _inserting_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """A worker whose handler inserts one row: ``connections`` 1 in the transaction that
+    completes the job, 0 in one of its own."""
+    tasks = TaskRegistry()
+    if connections:
+        tasks.task(name="noop")(_insert_in_its_transaction)
+    else:
+        _OWN_ENGINE.append(create_engine(sqlalchemy_url(url)))
+        tasks.task(name="noop")(_insert_in_its_own)
+    worker = Worker(url, tasks)
+    ready.set()
+    go.wait()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
 @dataclass
 class DrainResult:
     jobs_per_second: float
@@ -516,6 +552,15 @@ def main() -> None:
                 "ours_runs": [_figure(r["longest_lock_ms"]) for r in batched],
             }
 
+        def effects_drain(*, transactional: bool) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                _effects_table(url)
+                fill(url, counts.live // 4)
+                result = drain(url, _inserting_process, processes=1, connections=int(transactional))
+                return result.jobs_per_second
+
+            return workload
+
         def latency(measure: Callable[[URL, int], list[float]]) -> Callable[[URL], float]:
             def workload(url: URL) -> float:
                 timings = measure(url, counts.latency)
@@ -542,6 +587,15 @@ def main() -> None:
                     runs,
                     lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one),
                     lambda u: typed_enqueue_one_per_transaction(u, counts.one_by_one),
+                ),
+            ),
+            (
+                "a handler inserting a row: completed in its transaction vs its own (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    effects_drain(transactional=False),
+                    effects_drain(transactional=True),
                 ),
             ),
             (

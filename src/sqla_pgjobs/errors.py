@@ -19,6 +19,7 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidWorkerIdError",
     "JobCancelledError",
+    "JobNotHeldError",
     "PgJobsError",
     "RetryAt",
     "SchemaNameError",
@@ -91,6 +92,11 @@ class TaskArgumentError(InvalidArgumentError):
         self.task = task
         shown = f" = {_show(value)}" if known else ""
         self.args = (f"task {task!r}, argument {argument}{shown}: {problem}",)
+
+
+class JobNotHeldError(PgJobsError):
+    """A transactional task's job was taken over while its handler ran (its worker had
+    been silent beyond its heartbeat timeout): the handler's writes are rolled back."""
 
 
 class InvalidPayloadError(PgJobsError):

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.arguments import Arguments
-from sqla_pgjobs.errors import InvalidArgumentError, PgJobsError
+from sqla_pgjobs.errors import InvalidArgumentError, JobNotHeldError
 from sqla_pgjobs.functions import JobSpec, JobStatement, add_job, add_jobs, complete_job
 
 if TYPE_CHECKING:
@@ -408,11 +408,6 @@ def _transaction_parameter(function: Callable[..., Any]) -> tuple[str, str] | No
             "handler", function, "a task takes at most one transaction (Session or Connection)"
         )
     return found[0] if found else None
-
-
-class JobNotHeldError(PgJobsError):
-    """A transactional task's job was taken over while its handler ran (its worker had
-    been silent beyond its heartbeat timeout): the handler's writes are rolled back."""
 
 
 def _typed_task(
