@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 # At run time, not only for type checkers: a task's transaction is read off its annotations.
 from sqlalchemy.engine import Connection  # noqa: TC002
-from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession  # noqa: TC002
 from sqlalchemy.orm import Session  # noqa: TC002
 
 from sqla_pgjobs import InvalidArgumentError, Job, TaskRegistry, Worker
@@ -92,6 +92,12 @@ def registry() -> tuple[TaskRegistry, dict[str, object]]:
             raise ValueError("written, then raised: the write must go")
 
     @tasks.task
+    async def with_async_connection(n: int, job: Job, connection: AsyncConnection) -> None:
+        await connection.execute(
+            text("INSERT INTO public.tx_effects VALUES (:j, :a)"), {"j": job.id, "a": job.attempts}
+        )
+
+    @tasks.task
     def plain(n: int) -> None:
         """No transaction: completed in the worker's batched cycle."""
 
@@ -99,6 +105,7 @@ def registry() -> tuple[TaskRegistry, dict[str, object]]:
         "with_session": with_session,
         "with_connection": with_connection,
         "with_async_session": with_async_session,
+        "with_async_connection": with_async_connection,
         "plain": plain,
     }
 
@@ -110,7 +117,12 @@ def test_writes_and_completions_commit_together_and_failures_roll_writes_back(
     with jobs_engine.begin() as connection:
         ok = [
             connection.execute(typed[name].job(n=1)).one().id  # type: ignore[attr-defined]
-            for name in ("with_session", "with_connection", "with_async_session")
+            for name in (
+                "with_session",
+                "with_connection",
+                "with_async_session",
+                "with_async_connection",
+            )
         ]
         bad = [
             connection.execute(typed[name].job(n=-1)).one().id  # type: ignore[attr-defined]
