@@ -456,8 +456,6 @@ def metrics(
     with _reported(usage=True):
         check_port("--port", port)
     with _reported(schema):
-        from prometheus_client import CollectorRegistry
-
         from sqla_pgjobs.database import create_job_engine
         from sqla_pgjobs.metrics.database_state import collect
         from sqla_pgjobs.metrics.prometheus import DatabaseCollector, serve
@@ -467,15 +465,13 @@ def metrics(
         # The first read fails here, with the hint of a wrong URL or a missing schema.
         with engine.connect() as connection:
             collect(connection)
-        registry = CollectorRegistry()
-        registry.register(DatabaseCollector(engine))
-        server, _ = serve(registry, host=host, port=port)
+        server = serve(DatabaseCollector(engine).registry(), host=host, port=port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
-    server.shutdown()
+    server.close()
     engine.dispose()
     logging.getLogger("sqla_pgjobs.metrics").info("metrics server stopped")
 

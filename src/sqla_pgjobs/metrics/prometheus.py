@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from sqla_pgjobs.tasks import Job
     from sqla_pgjobs.worker.observer import Outcome
 
-__all__ = ["DURATION_BUCKETS", "DatabaseCollector", "WorkerMetrics", "serve"]
+__all__ = ["DURATION_BUCKETS", "DatabaseCollector", "MetricsServer", "WorkerMetrics", "serve"]
 
 log = logging.getLogger("sqla_pgjobs.metrics")
 
@@ -84,6 +84,12 @@ class DatabaseCollector(Collector):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def registry(self) -> CollectorRegistry:
+        """A new registry holding only this collector (what ``pgjobs metrics`` serves)."""
+        registry = CollectorRegistry()
+        registry.register(self)
+        return registry
 
     def describe(self) -> list[Metric]:
         # Nothing to describe ahead: registering the collector must not query the database.
@@ -294,20 +300,40 @@ class WorkerMetrics:
 # --- Serving --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MetricsServer:
+    """A running ``/metrics`` server (:func:`serve`)."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one picked, when asked for port 0)."""
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
 def serve(
     registry: CollectorRegistry, *, host: str = "127.0.0.1", port: int = 9108
-) -> tuple[WSGIServer, threading.Thread]:
+) -> MetricsServer:
     """Serve ``registry`` at ``http://host:port/metrics`` on a daemon thread (port 0: a
-    free one; the server's ``server_port`` says which). Stop it with ``server.shutdown()``."""
+    free one, which :attr:`MetricsServer.port` tells); ``close()`` stops it."""
     port = check.check_port("port", port)
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    served = MetricsServer(server, thread)
     log.info(
         "serving metrics on http://%s:%d/metrics",
         host,
-        server.server_port,
-        extra={"host": host, "port": server.server_port},
+        served.port,
+        extra={"host": host, "port": served.port},
     )
-    return server, thread
+    return served
