@@ -344,7 +344,7 @@ def fill_pending(url: URL, count: int) -> None:
         connection.execute(
             render(
                 "INSERT INTO app_jobs.jobs (task_identifier, run_at)"
-                " SELECT 'task_' || (i % 7), now() + CASE WHEN i % 10 = 0"
+                " SELECT 'task_' || (i %% 7), now() + CASE WHEN i %% 10 = 0"
                 " THEN interval '1 hour' ELSE interval '0' END"
                 " FROM generate_series(1, %s) i"
             ),
