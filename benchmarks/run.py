@@ -39,6 +39,7 @@ from sqla_pgjobs import JobSpec, add_job, add_jobs
 from sqla_pgjobs.database import libpq_url, sqlalchemy_url
 from sqla_pgjobs.functions import set_history_retention
 from sqla_pgjobs.history import prune
+from sqla_pgjobs.metrics import database_state
 from sqla_pgjobs.schema import LATEST_VERSION, install, render
 from sqla_pgjobs.testing import (
     create_database,
@@ -68,10 +69,11 @@ class Counts:
     live: int = 20_000
     memory: tuple[int, int] = (10_000, 50_000)
     history: int = 1_000_000
+    collector: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Counts:
-        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000), 2_000)
+        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000), 2_000, 2_000)
 
 
 @contextlib.contextmanager
@@ -331,6 +333,23 @@ def _inserting_process(url: str, connections: int, ready: Event, go: Event, out:
     out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
+def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """As _worker_process, with Prometheus metrics on: the worker's observer, served."""
+    from sqla_pgjobs.metrics.prometheus import WorkerMetrics, serve
+
+    del connections
+    tasks = TaskRegistry()
+    tasks.add("noop", noop)
+    metrics = WorkerMetrics(worker_id="bench-metrics")
+    server = serve(metrics.registry, port=0)
+    worker = Worker(url, tasks, observer=metrics)
+    ready.set()
+    go.wait()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    server.close()
+    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
 @dataclass
 class DrainResult:
     jobs_per_second: float
@@ -368,6 +387,44 @@ def drain(
         raise RuntimeError(f"{left} job(s) left after the drain")
     processed = sum(count for count, _ in reports)
     return DrainResult(processed / elapsed, [round(rss / 1024, 1) for _, rss in reports])
+
+
+# --- The database-state collector ----------------------------------------------------------
+
+
+def fill_pending(url: URL, count: int) -> None:
+    """``count`` due jobs of 7 tasks, a tenth of them delayed, inserted in one statement
+    (add_jobs would take a minute for a million), then vacuumed and analyzed as autovacuum
+    would."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.jobs (task_identifier, run_at)"
+                " SELECT 'task_' || (i %% 7), now() + CASE WHEN i %% 10 = 0"
+                " THEN interval '1 hour' ELSE interval '0' END"
+                " FROM generate_series(1, %s) i"
+            ),
+            [count],
+        )
+        connection.execute("VACUUM ANALYZE")
+
+
+def collector_ms(url: URL, *, exact: bool, scrapes: int = 15) -> float:
+    """The median milliseconds of a scrape's queries (after 3 for warm-up); ``exact``: the
+    jobs counted exactly by task, queue and state, as ``pgjobs status`` counts them."""
+    engine = create_engine(url)
+    timings = []
+    with engine.connect() as connection:
+        for number in range(scrapes + 3):
+            started = time.perf_counter()
+            if exact:
+                database_state.job_counts(connection, exact_pages=2**62)
+            else:
+                database_state.collect(connection)
+            if number >= 3:
+                timings.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    return statistics.median(timings)
 
 
 # --- Latency -------------------------------------------------------------------------------
@@ -569,6 +626,13 @@ def main() -> None:
 
             return workload
 
+        def collector(exact: bool) -> Callable[[URL], float]:
+            def workload(url: URL) -> float:
+                fill_pending(url, counts.collector)
+                return collector_ms(url, exact=exact)
+
+            return workload
+
         all_timings: dict[str, list[float]] = {}
         workloads: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             (
@@ -642,6 +706,19 @@ def main() -> None:
                 lambda: compare(server, runs, history_drain(), history_drain(kept=counts.history)),
             ),
             (f"prune {counts.history:,} history rows: longest lock (ms), vs one DELETE", pruning),
+            (
+                "drain with worker metrics on, vs off (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    drain_rate(_worker_process, 1),
+                    drain_rate(_metrics_worker_process, 1),
+                ),
+            ),
+            (
+                f"collector on {counts.collector:,} pending jobs (ms), vs an exact count",
+                lambda: compare(server, runs, collector(exact=True), collector(exact=False)),
+            ),
         ]
         for label, workload in workloads:
             if arguments.only and arguments.only not in label:

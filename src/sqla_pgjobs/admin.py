@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.elements import ColumnElement
+    from sqlalchemy.sql.expression import FromClause
 
 __all__ = [
     "RETRYABLE_OUTCOMES",
@@ -46,6 +47,7 @@ __all__ = [
     "cancel",
     "delete",
     "fail",
+    "job_state",
     "list_jobs",
     "list_pauses",
     "list_queues",
@@ -178,11 +180,15 @@ def as_json(value: Any) -> Any:
 # --- Views --------------------------------------------------------------------------------
 
 
-def _state() -> ColumnElement[str]:
+def job_state(source: FromClause = jobs) -> ColumnElement[str]:
+    """The state of a row of ``app_jobs.jobs`` (one of :data:`STATES`), as a column of
+    ``source`` (the table, or an alias or sample of it): the one rule for it (the views
+    here and :mod:`sqla_pgjobs.metrics` use it)."""
+    c = source.c
     return case(
-        (jobs.c.locked_at.is_not(None), literal("running")),
-        (jobs.c.attempts >= jobs.c.max_attempts, literal("failed")),
-        (jobs.c.run_at > func.now(), literal("delayed")),
+        (c.locked_at.is_not(None), literal("running")),
+        (c.attempts >= c.max_attempts, literal("failed")),
+        (c.run_at > func.now(), literal("delayed")),
         else_=literal("due"),
     ).label("state")
 
@@ -201,7 +207,7 @@ def _state_condition(state: str) -> ColumnElement[bool]:
 def status(connection: Connection) -> Status:
     """Queue depth by task, queue and state; who holds what since when; the workers; the
     schedules."""
-    state = _state()
+    state = job_state()
     depth = [
         JobCount(**row)
         for row in connection.execute(
@@ -232,7 +238,7 @@ def status(connection: Connection) -> Status:
 def list_queues(connection: Connection) -> list[QueueView]:
     """Every queue that has jobs or is paused, with its jobs by state (jobs without a
     queue first, as ``name`` None); one scan of the jobs table."""
-    state = _state()
+    state = job_state()
     counts: dict[str | None, dict[str, int]] = {}
     for row in connection.execute(
         select(jobs.c.queue_name, state, func.count().label("jobs")).group_by(
@@ -294,7 +300,7 @@ def list_jobs(
     if state is not None:
         conditions.append(_state_condition(state))
     rows = connection.execute(
-        select(jobs, _state())
+        select(jobs, job_state())
         .where(and_(True, *conditions))
         .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
         .limit(limit)
@@ -305,7 +311,7 @@ def list_jobs(
 def show_job(connection: Connection, job_id: int) -> JobView | None:
     """One job, or None when there is no such job (completed jobs are deleted)."""
     row = (
-        connection.execute(select(jobs, _state()).where(jobs.c.id == job_id))
+        connection.execute(select(jobs, job_state()).where(jobs.c.id == job_id))
         .mappings()
         .one_or_none()
     )

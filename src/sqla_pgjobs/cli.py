@@ -244,6 +244,18 @@ def main() -> None:
     type=click.FloatRange(min=1),
     help="With --with-scheduler: seconds a schedule claim lasts unless renewed.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve this worker's Prometheus metrics at http://HOST:PORT/metrics (0: any free "
+    "port; needs pip install 'sqla-pgjobs[metrics]'). Default: no metrics.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --metrics-port: the address to listen on (0.0.0.0: every interface).",
+)
 @LOG_FORMAT
 @LOG_LEVEL
 def worker(
@@ -262,6 +274,8 @@ def worker(
     prune_interval: float,
     with_scheduler: bool,
     scheduler_lease: float,
+    metrics_port: int | None,
+    metrics_host: str,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -289,6 +303,8 @@ def worker(
             unknown_tasks=unknown_tasks,
             prune_interval=prune_interval or None,
         )
+        if metrics_port is not None:
+            runner.observer = _serve_worker_metrics(runner.worker_id, metrics_host, metrics_port)
         if with_scheduler:
             from sqla_pgjobs import service
             from sqla_pgjobs.scheduler import Scheduler
@@ -301,6 +317,19 @@ def worker(
         else:
             runner.run(drain=drain)
     _exit_if_handlers_still_run()
+
+
+def _serve_worker_metrics(worker_id: str, host: str, port: int) -> Any:
+    """A worker's metrics, served on a thread; the observer to give the worker."""
+    from sqla_pgjobs.validation import check_port
+
+    with _reported(usage=True):
+        check_port("--metrics-port", port)
+    from sqla_pgjobs.metrics.prometheus import WorkerMetrics, serve
+
+    metrics = WorkerMetrics(worker_id=worker_id)
+    serve(metrics.registry, host=host, port=port)
+    return metrics
 
 
 def _exit_if_handlers_still_run() -> None:
@@ -391,6 +420,60 @@ def scheduler(
             max_claims=max_claims,
             listen=not no_listen,
         ).run()
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--port", default=9108, show_default=True, type=int, help="The port (0: any free port)."
+)
+@LOG_FORMAT
+@LOG_LEVEL
+def metrics(
+    database_url: str, schema: str, host: str, port: int, log_format: str, log_level: str
+) -> None:
+    """Serve the job database's state for Prometheus at http://HOST:PORT/metrics until
+    SIGTERM or SIGINT.
+
+    Each scrape runs a few queries that stay cheap on a large table: jobs by task, queue
+    and state (estimated from a sample above 500 pages), the oldest due job, live workers,
+    late schedules. Run one per database; workers serve their own metrics
+    (pgjobs worker --metrics-port). Needs pip install 'sqla-pgjobs[metrics]'.
+    """
+    import signal
+    import threading
+
+    from sqla_pgjobs.validation import check_port
+
+    configure_logging(log_format, log_level)
+    with _reported(usage=True):
+        check_port("--port", port)
+    with _reported(schema):
+        from sqla_pgjobs.database import create_job_engine
+        from sqla_pgjobs.metrics.database_state import collect
+        from sqla_pgjobs.metrics.prometheus import DatabaseCollector, serve
+
+        # A scrape holds a connection for a few tens of milliseconds: 2 cover overlaps.
+        engine = create_job_engine(database_url, schema, pool_size=2, max_overflow=2)
+        # The first read fails here, with the hint of a wrong URL or a missing schema.
+        with engine.connect() as connection:
+            collect(connection)
+        server = serve(DatabaseCollector(engine).registry(), host=host, port=port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    server.close()
+    engine.dispose()
+    logging.getLogger("sqla_pgjobs.metrics").info("metrics server stopped")
 
 
 @main.command()

@@ -7,11 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 
-__all__ = ["create_job_engine", "libpq_url", "on_schema", "sqlalchemy_url", "translate_map"]
+__all__ = [
+    "create_job_engine",
+    "libpq_url",
+    "mapped_schema",
+    "on_schema",
+    "sqlalchemy_url",
+    "translate_map",
+]
 
 # libpq-style schemes and SQLAlchemy's driverless PostgreSQL name (which means psycopg2).
 _PLAIN_SCHEMES = {"postgres", "postgresql"}
@@ -46,6 +53,14 @@ def on_schema(engine: Engine, schema: str) -> Engine:
     """``engine`` with the job tables and function wrappers resolving to ``schema``."""
     mapping = translate_map(schema)
     return engine.execution_options(schema_translate_map=mapping) if mapping else engine
+
+
+def mapped_schema(connection: Connection) -> str:
+    """The job schema's name that ``connection`` maps the job tables to (see
+    :func:`on_schema`), for the rare statement that names a table in a string (a
+    ``regclass``)."""
+    mapping = connection.get_execution_options().get("schema_translate_map") or {}
+    return str(mapping.get(DEFAULT_SCHEMA) or DEFAULT_SCHEMA)
 
 
 def create_job_engine(database: str | URL, schema: str = DEFAULT_SCHEMA, **options: Any) -> Engine:

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidWorkerIdError",
     "JobCancelledError",
     "JobNotHeldError",
+    "MissingExtraError",
     "PgJobsError",
     "RetryAt",
     "SchemaNameError",
@@ -189,6 +190,17 @@ class JobCancelledError(PgJobsError):
 
     def __init__(self, message: str = "cancelled at an operator's request") -> None:
         super().__init__(message)
+
+
+class MissingExtraError(PgJobsError, ImportError):
+    """A feature needs an optional dependency that is not installed: ``extra`` names the
+    ``pip install 'sqla-pgjobs[extra]'`` that brings it."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: pip install 'sqla-pgjobs[{extra}]'"
+        )
 
 
 # What each CHECK constraint of the job tables allows, by constraint name.

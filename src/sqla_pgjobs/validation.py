@@ -173,6 +173,13 @@ def check_priority(argument: str, value: object) -> int | None:
     )
 
 
+def check_port(argument: str, value: object) -> int:
+    """A TCP port to listen on: an integer from 0 to 65535 (0: any free port)."""
+    return _integer(
+        argument, value, 0, 65535, "it must be an integer from 0 to 65535 (0: any free port)"
+    )
+
+
 def check_id(argument: str, value: object) -> int:
     """A job or schedule id: a 64-bit integer."""
     return _integer(argument, value, _BIGINT_MIN, _BIGINT_MAX, "it must be a 64-bit integer")

@@ -229,6 +229,7 @@ class Handlers:
             "worker_id": self._worker_id,
             "job_id": job.id,
             "task": job.task_identifier,
+            "queue": job.queue_name,
             "attempt": job.attempts,
             "max_attempts": job.max_attempts,
         }

@@ -55,11 +55,12 @@ from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import CONNECTION_ERRORS, listen, seconds
 from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.errors import InvalidArgumentError
-from sqla_pgjobs.outcomes import failure
+from sqla_pgjobs.outcomes import Failure, failure
 from sqla_pgjobs.schema import DEFAULT_SCHEMA, validate_schema_name
 from sqla_pgjobs.tasks import TaskRegistry, error_text
 from sqla_pgjobs.worker.connection import WorkerConnection
 from sqla_pgjobs.worker.handlers import Handlers
+from sqla_pgjobs.worker.observer import outcome_of
 from sqla_pgjobs.worker.policy import Load, Pace, Policy
 from sqla_pgjobs.worker.pruning import prune_periodically
 from sqla_pgjobs.worker.results import Results
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
     from sqla_pgjobs.tasks import Job
     from sqla_pgjobs.worker.connection import Cycle
+    from sqla_pgjobs.worker.observer import WorkerObserver
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -116,6 +118,8 @@ class Worker(service.Service):
     :param prune_interval: how often the workers of a database prune the job history's
         expired rows (one of them each time: :mod:`~sqla_pgjobs.worker.pruning`); None
         leaves it to ``pgjobs prune``. Not while draining.
+    :param observer: told of every job started and ended and of every cycle (metrics:
+        :mod:`~sqla_pgjobs.worker.observer`); None costs nothing.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class Worker(service.Service):
         shutdown_timeout: float | timedelta = 30.0,
         unknown_tasks: str = "skip",
         prune_interval: float | timedelta | None = 300.0,
+        observer: WorkerObserver | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(tasks, TaskRegistry):
@@ -158,6 +163,7 @@ class Worker(service.Service):
         self.prune_interval = (
             None if prune_interval is None else seconds("prune_interval", prune_interval)
         )
+        self.observer = observer
         self.stats = WorkerStats()
         self._url = libpq_url(database)
 
@@ -199,6 +205,7 @@ class _Run:
         self.wake = wake
         self.drain = drain
         self.stats = worker.stats
+        self.observer = worker.observer
         self.policy = Policy(worker.concurrency, worker.prefetch, worker.poll_interval)
         self.pace = Pace(time.monotonic())
         self.results = Results()
@@ -335,10 +342,15 @@ class _Run:
                 await self._reconcile()
             self.wake.clear()
             self.cancel_notified = False
+            started = time.monotonic()
             cycle = await self.cycle(max_jobs=wanted)
             now = time.monotonic()
             self.prefetched.extend((job, now) for job in cycle.taken)
             self.start_prefetched()
+            if self.observer is not None:
+                self.observer.cycle_done(
+                    now - started, len(cycle.taken), len(self.prefetched), len(self.handlers)
+                )
             if wanted == 0 or len(cycle.taken) == wanted:
                 continue  # maybe more are due: take again as soon as there is room
             wait, due = policy.after_cycle(cycle.next_run_at, took_jobs=bool(cycle.taken))
@@ -417,8 +429,12 @@ class _Run:
         """Start prefetched jobs in the free slots (none once stopping)."""
         prefetched, handlers = self.prefetched, self.handlers
         concurrency = self.worker.concurrency
+        observer = self.observer
         while prefetched and len(handlers) < concurrency and not self.worker.stopping:
-            handlers.start(prefetched.popleft()[0])
+            job = prefetched.popleft()[0]
+            if observer is not None:
+                observer.job_started(job)
+            handlers.start(job)
 
     def cancel(self, job_ids: list[int]) -> None:
         """Stop the jobs of ``job_ids`` this worker holds and has not been asked to stop
@@ -435,11 +451,21 @@ class _Run:
             now = time.monotonic()
             for job in unstarted:
                 self.results.failed(job.id, "cancelled at an operator's request before it ran", now)
+                if self.observer is not None:
+                    self.observer.job_finished(job, "cancelled", 0.0)
                 log.info(
                     "job %d (%s) cancelled before it started",
                     job.id,
                     job.task_identifier,
-                    extra={**self._fields, "job_id": job.id, "outcome": "cancelled"},
+                    extra={
+                        **self._fields,
+                        "job_id": job.id,
+                        "task": job.task_identifier,
+                        "queue": job.queue_name,
+                        "attempt": job.attempts,
+                        "duration_ms": 0.0,
+                        "outcome": "cancelled",
+                    },
                 )
             # Report them now: their history row says when they were cancelled.
             self.cancel_notified = True
@@ -458,6 +484,9 @@ class _Run:
         """A handler ended (called by the handlers): keep its result for the next cycle,
         start the next prefetched job, and wake the loop if that makes a cycle due."""
         now = time.monotonic()
+        how = None if error is None else self._failed(job, error, now)
+        if self.observer is not None:  # before the discard: job.cancel_requested tells
+            self.observer.job_finished(job, outcome_of(job, error, how), duration)
         if self.cancel_requests:
             self.cancel_requests.discard(job.id)
         self.pace.finished(duration, now)
@@ -468,15 +497,13 @@ class _Run:
                 self.stats.completed += 1
             else:
                 self.results.completed(job.id, now)
-        else:
-            self._failed(job, error, now)
         self.start_prefetched()
         # Once the loop is woken it decides afresh: skip the decision (a Load per job was 8%
         # of a no-op job's worker CPU) until it has run.
         if not self.wake.is_set() and self.policy.cycle_due(self.load(now)):
             self.wake.set()
 
-    def _failed(self, job: Job, error: BaseException, now: float) -> None:
+    def _failed(self, job: Job, error: BaseException, now: float) -> Failure:
         """Keep a failed run's result as :func:`sqla_pgjobs.outcomes.failure` says."""
         how = failure(error, self.worker.tasks.get(job.task_identifier), job)
         text = error_text(error)
@@ -484,6 +511,7 @@ class _Run:
             self.results.retried(job.id, text, how.run_at, now, refunded=how.refunded)
         else:
             self.results.failed(job.id, text, now, for_good=how.for_good)
+        return how
 
     # --- Heartbeats, notifications, connection loss ---------------------------------------------
 
