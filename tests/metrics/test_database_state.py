@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqla_pgjobs import JobSpec, add_job, add_jobs, add_scheduled_job
 from sqla_pgjobs.metrics import database_state
 from tests.helpers import sql
-from tests.metrics.workload import NOW, collected, direct_counts, execute, known_workload
+from tests.metrics.workload import collected, direct_counts, execute, known_workload
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -49,11 +49,12 @@ def test_on_a_large_table_a_sample_is_scaled_to_the_table_and_running_jobs_stay_
 def test_the_oldest_due_job_is_found_across_priorities(jobs_engine: Engine) -> None:
     with jobs_engine.connect() as connection:
         assert database_state.oldest_due_seconds(connection) == 0.0
+    now = datetime.now(UTC)  # not the module's import time: a suite runs for minutes
     execute(
         jobs_engine,
-        add_job("late", priority=5, run_at=NOW - timedelta(seconds=300)),
-        add_job("recent", priority=-3, run_at=NOW - timedelta(seconds=10)),
-        add_job("future", priority=9, run_at=NOW + timedelta(hours=1)),
+        add_job("late", priority=5, run_at=now - timedelta(seconds=300)),
+        add_job("recent", priority=-3, run_at=now - timedelta(seconds=10)),
+        add_job("future", priority=9, run_at=now + timedelta(hours=1)),
     )
     # Neither a failed-for-good job nor a running one counts, however old.
     execute(
@@ -73,7 +74,7 @@ def test_the_oldest_due_job_is_found_across_priorities(jobs_engine: Engine) -> N
 
 
 def test_only_future_jobs_means_nothing_is_due(jobs_engine: Engine) -> None:
-    execute(jobs_engine, add_job("future", run_at=NOW + timedelta(hours=1)))
+    execute(jobs_engine, add_job("future", run_at=datetime.now(UTC) + timedelta(hours=1)))
     with jobs_engine.connect() as connection:
         assert database_state.oldest_due_seconds(connection) == 0.0
 

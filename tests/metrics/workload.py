@@ -14,9 +14,8 @@ if TYPE_CHECKING:
 
     from sqla_pgjobs.metrics import database_state
 
-__all__ = ["NOW", "collected", "direct_counts", "execute", "known_workload"]
+__all__ = ["collected", "direct_counts", "execute", "known_workload"]
 
-NOW = datetime.now(UTC)
 
 # The state of a row, written out here independently of sqla_pgjobs.admin.job_state.
 DIRECT_COUNT = """
@@ -57,14 +56,13 @@ def collected(counts: database_state.JobCounts) -> Counter[tuple[str, str, str]]
 
 def known_workload(engine: Engine) -> None:
     """Due, delayed, failed-for-good and running jobs of two tasks in two queues and none."""
+    later = datetime.now(UTC) + timedelta(hours=1)
     execute(
         engine,
         add_jobs(JobSpec("mail", queue_name="a") for _ in range(7)),
         add_jobs(JobSpec("mail", queue_name="b") for _ in range(3)),
         add_jobs(JobSpec("report") for _ in range(4)),
-        add_jobs(
-            JobSpec("report", queue_name="b", run_at=NOW + timedelta(hours=1)) for _ in range(5)
-        ),
+        add_jobs(JobSpec("report", queue_name="b", run_at=later) for _ in range(5)),
     )
     # Two failed for good (attempts used up), one running (held by a worker).
     execute(
