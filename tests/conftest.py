@@ -8,6 +8,7 @@ schema under another name.
 from __future__ import annotations
 
 import os
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL, Engine
 
+    from sqla_pgjobs import Worker
     from tests.roles import Role
 
 
@@ -150,3 +152,21 @@ def fake_version_3(monkeypatch: pytest.MonkeyPatch) -> None:
     files = {"upgrade_v2_to_v3.sql": FAKE_UPGRADE, "downgrade_v3_to_v2.sql": FAKE_DOWNGRADE}
     monkeypatch.setattr(schema_module, "LATEST_VERSION", 3)
     monkeypatch.setattr(schema_module, "_read", lambda name: files.get(name) or real_read(name))
+
+
+@pytest.fixture
+def background() -> Iterator[Callable[[Worker], threading.Thread]]:
+    """Run workers in threads; stop and join them all afterwards."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(worker: Worker) -> threading.Thread:
+        thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+        thread.start()
+        started.append((worker, thread))
+        return thread
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()

@@ -257,22 +257,14 @@ _FAIL_JOB = _rows(
     bindparam("error_message", type_=Text),
     nullable=True,
 )
-_FAIL_JOB_BATCH = _rows(
-    "fail_job_batch",
-    jobs,
+# The batch-failing functions' parameters (see _failures).
+_FAILURES = (
     bindparam("worker_id", type_=Text),
     bindparam("job_ids", type_=_ID_ARRAY),
     bindparam("error_messages", type_=_TEXT_ARRAY),
-    nullable=False,
 )
-_FAIL_JOBS_FOR_GOOD = _rows(
-    "fail_jobs_for_good",
-    jobs,
-    bindparam("worker_id", type_=Text),
-    bindparam("job_ids", type_=_ID_ARRAY),
-    bindparam("error_messages", type_=_TEXT_ARRAY),
-    nullable=False,
-)
+_FAIL_JOB_BATCH = _rows("fail_job_batch", jobs, *_FAILURES, nullable=False)
+_FAIL_JOBS_FOR_GOOD = _rows("fail_jobs_for_good", jobs, *_FAILURES, nullable=False)
 _RETRY_JOBS_AT = _rows(
     "retry_jobs_at",
     jobs,

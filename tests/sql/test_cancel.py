@@ -31,11 +31,12 @@ from sqla_pgjobs.functions import (
     reschedule_jobs,
 )
 from sqla_pgjobs.tables import cancel_requests, job_history, job_queues, jobs
-from tests.helpers import SCHEMA, libpq_url, listening, notifications, raw, sql, wait_for
+from tests.helpers import libpq_url, listening, notifications, raw, sql, wait_for
 from tests.sql.test_history import NODE, WORKER, history, take
+from tests.worker.test_in_process import make_worker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from sqlalchemy.engine import URL, Connection, Engine
 
@@ -296,23 +297,17 @@ def test_an_operator_action_on_a_requested_job_withdraws_the_request(
 
 
 @pytest.fixture
-def run_worker(database_url: URL) -> Iterator[Callable[..., Worker]]:
-    """Start a worker in a thread; stop and join it afterwards."""
-    started: list[tuple[Worker, threading.Thread]] = []
+def run_worker(
+    database_url: URL, background: Callable[[Worker], threading.Thread]
+) -> Callable[..., Worker]:
+    """Start a worker in a thread (stopped and joined afterwards, by ``background``)."""
 
     def start(tasks: TaskRegistry, **options: Any) -> Worker:
-        options.setdefault("poll_interval", 0.5)
-        worker = Worker(database_url, tasks, schema=SCHEMA, **options)
-        thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
-        thread.start()
-        started.append((worker, thread))
+        worker = make_worker(database_url, tasks, **options)
+        background(worker)
         return worker
 
-    yield start
-    for worker, thread in started:
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
+    return start
 
 
 def cancel_by_operator(engine: Engine, job_id: int) -> float:

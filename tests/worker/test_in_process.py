@@ -21,7 +21,7 @@ from sqla_pgjobs.worker import Job, TaskRegistry, Worker
 from tests.helpers import SCHEMA, sql, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from sqlalchemy.engine import URL, Engine
 
@@ -56,24 +56,6 @@ def worker_idle(engine: Engine, *, listening: bool = True) -> bool:
 def make_worker(url: URL, tasks: TaskRegistry, **options: Any) -> Worker:
     options.setdefault("poll_interval", 0.5)
     return Worker(url, tasks, schema=SCHEMA, **options)
-
-
-@pytest.fixture
-def background() -> Iterator[Callable[[Worker], threading.Thread]]:
-    """Run workers in threads; stop and join them all afterwards."""
-    started: list[tuple[Worker, threading.Thread]] = []
-
-    def start(worker: Worker) -> threading.Thread:
-        thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
-        thread.start()
-        started.append((worker, thread))
-        return thread
-
-    yield start
-    for worker, thread in started:
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 # --- Task registry ------------------------------------------------------------------------------

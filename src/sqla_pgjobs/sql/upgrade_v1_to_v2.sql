@@ -444,45 +444,23 @@ CREATE TABLE app_jobs.cancel_requests (
 
 CREATE INDEX cancel_requests_worker_id_idx ON app_jobs.cancel_requests (worker_id);
 
--- End the listed jobs as cancelled (internal): delete them, free the queues their holders
--- had, drop their cancel requests, and record them in job_history (cancelled), each as it
--- was (with its holder and the start of its last attempt), with the paired error message
--- as its last error (NULL: the job's own last_error). Returns the jobs as recorded.
+-- End the listed jobs as cancelled (internal): remove_jobs with force (delete them, free
+-- their holders' queues, drop their cancel requests, record them in job_history), each
+-- with the paired error message as its last error (NULL: the job's own last_error).
+-- Returns the jobs as recorded.
 CREATE FUNCTION app_jobs.end_cancelled(job_ids bigint[], error_messages text[])
 RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE
-  v_done app_jobs.jobs[];
 BEGIN
-  WITH listed AS (
-    SELECT c.id, c.error_message
-      FROM unnest(end_cancelled.job_ids, end_cancelled.error_messages) AS c(id, error_message)
-  ), done AS (
-    DELETE FROM app_jobs.jobs j
-     USING listed c
-     WHERE j.id = c.id
-    RETURNING j AS job, c.error_message
-  ), freed AS (
-    UPDATE app_jobs.job_queues q
-       SET locked_by = NULL, locked_at = NULL
-      FROM done d
-     WHERE q.queue_name = (d.job).queue_name AND q.locked_by = (d.job).locked_by
-  ), dropped AS (
-    DELETE FROM app_jobs.cancel_requests r
-     WHERE r.job_id IN (SELECT (d.job).id FROM done d)
-  )
-  SELECT array_agg(CASE WHEN d.error_message IS NULL THEN d.job
-                        ELSE jsonb_populate_record(d.job,
-                               jsonb_build_object('last_error', d.error_message)) END)
-    INTO v_done
-    FROM done d;
-  IF v_done IS NOT NULL THEN
-    PERFORM app_jobs.record_history('cancelled', v_done);
-  END IF;
-  RETURN QUERY SELECT * FROM unnest(v_done);
+  UPDATE app_jobs.jobs j
+     SET last_error = c.error_message
+    FROM unnest(end_cancelled.job_ids, end_cancelled.error_messages) AS c(id, error_message)
+   WHERE j.id = c.id AND c.error_message IS NOT NULL;
+  RETURN QUERY
+  SELECT * FROM app_jobs.remove_jobs('cancelled', end_cancelled.job_ids, NULL, true);
 END
 $$;
 
