@@ -350,6 +350,54 @@ def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event,
     out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
+def _traced_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """As _metrics_worker_process, with tracing on too: OpenTelemetry's SDK, every span
+    sampled, batched to an exporter that drops them (what is measured is the spans' cost
+    in the worker, not an exporter's)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from sqla_pgjobs import tracing
+    from sqla_pgjobs.metrics.prometheus import WorkerMetrics, serve
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    del connections
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    tracing.instrument(provider)
+    tasks = TaskRegistry()
+    tasks.add("noop", noop)
+    metrics = WorkerMetrics(worker_id="bench-traced")
+    server = serve(metrics.registry, port=0)
+    worker = Worker(url, tasks, observer=metrics)
+    ready.set()
+    go.wait()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    server.close()
+    provider.shutdown()
+    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def store_trace_contexts(url: URL) -> None:
+    """A trace context stored with every job, as if each was enqueued in a span."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.job_trace_contexts (job_id, context)"
+                " SELECT id, jsonb_build_object('traceparent', '00-' || md5(id::text) || '-'"
+                " || left(md5(id::text || 's'), 16) || '-01') FROM app_jobs.jobs"
+            )
+        )
+        connection.execute("VACUUM ANALYZE")
+
+
 @dataclass
 class DrainResult:
     jobs_per_second: float
@@ -566,6 +614,11 @@ def main() -> None:
 
             return workload
 
+        def traced_drain(url: URL) -> float:
+            fill(url, counts.drain)
+            store_trace_contexts(url)
+            return drain(url, _traced_worker_process, processes=1).jobs_per_second
+
         def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], float]:
             def workload(url: URL) -> float:
                 fill(url, counts.live, dead=dead, deleted=deleted)
@@ -714,6 +767,11 @@ def main() -> None:
                     drain_rate(_worker_process, 1),
                     drain_rate(_metrics_worker_process, 1),
                 ),
+            ),
+            (
+                "drain with tracing (SDK, dropping exporter) and worker metrics on, vs off "
+                "(jobs/s)",
+                lambda: compare(server, runs, drain_rate(_worker_process, 1), traced_drain),
             ),
             (
                 f"collector on {counts.collector:,} pending jobs (ms), vs an exact count",

@@ -256,6 +256,13 @@ def main() -> None:
     show_default=True,
     help="With --metrics-port: the address to listen on (0.0.0.0: every interface).",
 )
+@click.option(
+    "--tracing",
+    is_flag=True,
+    help="Run each job in an OpenTelemetry span, continuing the trace it was enqueued in "
+    "(needs pip install 'sqla-pgjobs[tracing]' and an SDK: configured in the tasks module, "
+    "or by running under opentelemetry-instrument).",
+)
 @LOG_FORMAT
 @LOG_LEVEL
 def worker(
@@ -276,6 +283,7 @@ def worker(
     scheduler_lease: float,
     metrics_port: int | None,
     metrics_host: str,
+    tracing: bool,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -288,6 +296,8 @@ def worker(
 
     configure_logging(log_format, log_level)
     registry = _load_registry(tasks)
+    if tracing:
+        _instrument()
     with _reported(schema):
         runner = Worker(
             database_url,
@@ -317,6 +327,22 @@ def worker(
         else:
             runner.run(drain=drain)
     _exit_if_handlers_still_run()
+
+
+def _instrument() -> None:
+    """Turn tracing on with OpenTelemetry's global tracer provider (after the tasks module
+    is loaded: it may set one), and say so when there is none: the spans go nowhere."""
+    from sqla_pgjobs import tracing
+
+    with _reported(usage=True):
+        tracing.instrument()
+    from opentelemetry import trace
+
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        logging.getLogger("sqla_pgjobs.worker").warning(
+            "--tracing: no OpenTelemetry SDK is configured, so the spans are not recorded: "
+            "set a tracer provider in the tasks module, or run under opentelemetry-instrument"
+        )
 
 
 def _serve_worker_metrics(worker_id: str, host: str, port: int) -> Any:

@@ -247,4 +247,11 @@ def translate(error: BaseException) -> PgJobsError | None:
         )
     if sqlstate in ("22023", "42704") and column:
         return InvalidArgumentError(column, None, diag.message_primary or "", known=False)
+    if sqlstate == "42883" and "set_trace_contexts" in (diag.message_primary or ""):
+        return SchemaVersionError(
+            "tracing stores the trace context of enqueued jobs with set_trace_contexts, "
+            "which the job schema has from version 2 on: upgrade it "
+            "(op.upgrade_pgjobs_schema(2, from_version=1), or pgjobs migrate), or call "
+            "sqla_pgjobs.tracing.uninstrument() in the processes that enqueue"
+        )
     return None

@@ -42,11 +42,12 @@ from sqlalchemy import (
     table,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import Function
 
+from sqla_pgjobs import tracing
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.errors import InvalidArgumentError, translate
 from sqla_pgjobs.schedules import parse_schedule
@@ -205,6 +206,32 @@ _ADD_JOBS = _rows(
     bindparam("priorities", type_=ARRAY(Integer)),
     nullable=False,
 )
+
+
+def _traced(statement: JobStatement) -> JobStatement:
+    """``statement`` (an enqueue, returning jobs) that also stores the trace context bound
+    as ``trace_context`` with the jobs it returns (:mod:`sqla_pgjobs.tracing`), in the
+    same statement and transaction. Same columns as ``statement``. Renders::
+
+        WITH job AS (<statement>),
+             traced AS (SELECT app_jobs.set_trace_contexts(
+                          (SELECT array_agg(job.id) FROM job),
+                          CAST(:trace_context AS JSONB)) AS stored)
+        SELECT job.* FROM job JOIN traced ON true
+    """
+    job = statement.cte("job")
+    stored = select(
+        _JobFunction(
+            "set_trace_contexts",
+            select(func.array_agg(job.c.id)).scalar_subquery(),
+            cast(bindparam("trace_context", type_=Text), JSONB),
+        ).label("stored")
+    ).cte("traced")
+    return JobStatement(*job.c).select_from(job.join(stored, true()))
+
+
+_ADD_JOB_TRACED = _traced(_ADD_JOB)
+_ADD_JOBS_TRACED = _traced(_ADD_JOBS)
 _ADD_SCHEDULED_JOB = _rows(
     "add_scheduled_job",
     scheduled_jobs,
@@ -430,17 +457,24 @@ def add_job(
         SELECT add_job.id, add_job.database_id, ... FROM app_jobs.add_job(
             :db_id, :identifier, CAST(:payload AS JSON), :job_key, :queue_name,
             :run_at, :max_attempts, :priority) AS add_job WHERE add_job.id IS NOT NULL
+
+    With tracing on (:func:`sqla_pgjobs.tracing.instrument`) and a span current, the
+    statement also stores the trace context with the job (schema version 2).
     """
-    return _ADD_JOB.params(
-        db_id=check.check_tenant("db_id", db_id),
-        identifier=check.check_name("identifier", identifier),
-        payload=check.check_payload("payload", payload),
-        job_key=check.check_key("job_key", job_key),
-        queue_name=check.check_name("queue_name", queue_name, optional=True),
-        run_at=check.check_aware("run_at", run_at),
-        max_attempts=check.check_positive("max_attempts", max_attempts),
-        priority=check.check_priority("priority", priority),
-    )
+    values = {
+        "db_id": check.check_tenant("db_id", db_id),
+        "identifier": check.check_name("identifier", identifier),
+        "payload": check.check_payload("payload", payload),
+        "job_key": check.check_key("job_key", job_key),
+        "queue_name": check.check_name("queue_name", queue_name, optional=True),
+        "run_at": check.check_aware("run_at", run_at),
+        "max_attempts": check.check_positive("max_attempts", max_attempts),
+        "priority": check.check_priority("priority", priority),
+    }
+    context = tracing.enqueue_context(identifier)
+    if context is None:
+        return _ADD_JOB.params(values)
+    return _ADD_JOB_TRACED.params(values, trace_context=context)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,8 +546,13 @@ def _add_jobs_from(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> JobStatement:
         values = columns[name]
         return values if any(value is not None for value in values) else None
 
-    return _ADD_JOBS.params(
-        identifiers=columns["identifier"],
+    identifiers = columns["identifier"]
+    context = tracing.enqueue_context(
+        identifiers[0] if identifiers and len(set(identifiers)) == 1 else None, len(identifiers)
+    )
+    template = _ADD_JOBS if context is None else _ADD_JOBS_TRACED.params(trace_context=context)
+    return template.params(
+        identifiers=identifiers,
         payloads=optional("payload"),
         db_ids=optional("db_id"),
         job_keys=optional("job_key"),
@@ -578,7 +617,9 @@ def _add_jobs_from_select(source: Select[Any]) -> JobStatement:
         for name, array_type in _SELECT_COLUMN_TYPES.items()
     ]
     created = _JobFunction("add_jobs", *arguments).table_valued(*jobs.c).lateral("add_jobs")
-    return JobStatement(*created.c).select_from(arrays).join(created, true())
+    statement = JobStatement(*created.c).select_from(arrays).join(created, true())
+    context = tracing.enqueue_context(None, None)
+    return statement if context is None else _traced(statement).params(trace_context=context)
 
 
 def add_scheduled_job(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from sqla_pgjobs.schema import DEFAULT_SCHEMA
 
@@ -31,6 +32,7 @@ __all__ = [
     "history_retention",
     "job_history",
     "job_queues",
+    "job_trace_contexts",
     "jobs",
     "metadata",
     "migrations",
@@ -160,6 +162,15 @@ cancel_requests = Table(
     Column("worker_id", Text, nullable=False),
     _timestamp("requested_at", nullable=False),
     Column("requested_by", Text, nullable=False),
+)
+
+#: The trace context of the span that enqueued a job (schema version 2), while the job or
+#: its history row lasts: :mod:`sqla_pgjobs.tracing`.
+job_trace_contexts = Table(
+    "job_trace_contexts",
+    metadata,
+    Column("job_id", BigInteger, primary_key=True),
+    Column("context", JSONB, nullable=False),
 )
 
 migrations = Table(

@@ -140,6 +140,11 @@ class Job:
     )
     #: Where a transactional task's transaction comes from (the worker running the job).
     _transactions: Transactions | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: The trace context stored when the job was enqueued (:mod:`sqla_pgjobs.tracing`),
+    #: read by a worker that traces its runs; None otherwise.
+    _trace_context: Mapping[str, str] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def is_last_attempt(self) -> bool:
@@ -164,12 +169,19 @@ class Job:
         row: Mapping[str, Any],
         cancel_requests: AbstractSet[int] = frozenset(),
         transactions: Transactions | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> Job:
         """The job from a row of ``app_jobs.jobs`` (extra columns are ignored), seeing the
         ids in ``cancel_requests`` as cancelled (the worker's set, which it keeps up), run
-        by a worker that opens transactions with ``transactions``."""
+        by a worker that opens transactions with ``transactions``, enqueued in the trace
+        of ``trace_context``."""
         fields = {field: row[field] for field in _ROW_FIELDS}
-        return cls(**fields, _cancel_requests=cancel_requests, _transactions=transactions)
+        return cls(
+            **fields,
+            _cancel_requests=cancel_requests,
+            _transactions=transactions,
+            _trace_context=trace_context,
+        )
 
 
 #: The fields that are columns of app_jobs.jobs.

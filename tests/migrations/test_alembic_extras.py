@@ -283,7 +283,13 @@ def test_autogenerate_without_the_filter_drops_the_job_schema(
     calls = op_calls(revision, "upgrade")
     dropped = {name for operation, name, _ in calls if operation == "drop_table"}
     # The project installs version 1 (op.create_pgjobs_schema() without a version).
-    version_2 = {"job_history", "history_retention", "pauses", "cancel_requests"}
+    version_2 = {
+        "job_history",
+        "history_retention",
+        "pauses",
+        "cancel_requests",
+        "job_trace_contexts",
+    }
     assert dropped >= {t.name for t in job_tables.metadata.tables.values()} - version_2
     # Everything proposed is in the job schema: the user's tables are in sync.
     assert {schema for _, _, schema in calls} == {"app_jobs"}, calls

@@ -70,6 +70,7 @@ ENQUEUE_FUNCTIONS = {
     "tg_add_job_with_fields",
     "trigger_job_with_fields",
     "tg_add_job",
+    "set_trace_contexts",  # version 2: the trace context of the enqueuing span (tracing)
 }
 WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "get_job",
@@ -93,6 +94,7 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "cancel_requested_jobs",  # version 2: workers read the requests to stop their jobs
     "fail_jobs_for_good",  # version 2: a payload that cannot be its typed task's arguments
     "retry_jobs_at",  # version 2: a task's own backoff, RetryAt and Snooze
+    "trace_contexts",  # version 2: the trace contexts of the jobs taken (tracing)
 }
 OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
     "complete_jobs",
@@ -119,6 +121,7 @@ TABLES = {"jobs", "scheduled_jobs", "job_queues", "migrations", "workers"} | {
     "maintenance",
     "pauses",
     "cancel_requests",
+    "job_trace_contexts",
 }
 
 #: One call of every wrapper beyond enqueueing, with the lowest level allowed to make it.

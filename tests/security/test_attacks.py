@@ -573,6 +573,13 @@ def hijack_scenario(hijacking: Engine, admin: Engine) -> set[str]:
     retry = retry_jobs_at(WORKER, [later.id, snoozed.id], [when, when], ["x", None], [False, True])
     assert sorted(row.id for row in run("retry_jobs_at", retry)) == [later.id, snoozed.id]
     run("release_jobs", release_jobs(WORKER))
+    # Tracing's: store a context with a waiting job, and read it back.
+    (traced,) = run("add_job", add_job("traced"))
+    context = '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    stored = sql("SELECT app_jobs.set_trace_contexts(ARRAY[:id]::bigint[], CAST(:c AS jsonb))")
+    assert run("set_trace_contexts", stored, id=traced.id, c=context) == [(1,)]
+    read = sql("SELECT job_id FROM app_jobs.trace_contexts(ARRAY[:id]::bigint[])")
+    assert run("trace_contexts", read, id=traced.id) == [(traced.id,)]
 
     # The trigger functions, on the hijacker's own table.
     with hijacking.begin() as connection:

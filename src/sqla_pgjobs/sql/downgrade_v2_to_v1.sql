@@ -3,7 +3,8 @@
 -- Restores version 1 exactly: the functions version 2 replaced get their version 1
 -- definitions back (copied verbatim from schema_v1.sql), and what version 2 added is
 -- dropped: the helpers, the pauses (paused queues and tasks run again), the cancel
--- requests, and the job history with its tables (what a downgrade loses).
+-- requests, the job history with its tables and the stored trace contexts (what a
+-- downgrade loses).
 -- tests/migrations/test_upgrade_v1_to_v2.py checks that version 1, upgraded and
 -- downgraded again, has the catalog of a fresh version 1.
 --
@@ -751,6 +752,8 @@ $$;
 -- No function refers to them any more. The history goes with its tables: a downgrade
 -- loses the history and the cancel requests of running jobs (which then complete, or
 -- fail and are retried, as under version 1), and nothing else.
+DROP FUNCTION app_jobs.set_trace_contexts(bigint[], jsonb);
+DROP FUNCTION app_jobs.trace_contexts(bigint[]);
 DROP FUNCTION app_jobs.fail_jobs_for_good(text, bigint[], text[]);
 DROP FUNCTION app_jobs.retry_jobs_at(text, bigint[], timestamptz[], text[], boolean[]);
 DROP FUNCTION app_jobs.cancel_jobs(bigint[], interval);
@@ -768,7 +771,7 @@ DROP FUNCTION app_jobs.remove_jobs(text, bigint[], interval, boolean);
 DROP FUNCTION app_jobs.record_history(text, app_jobs.jobs[]);
 DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz);
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-  app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests;
+  app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests, app_jobs.job_trace_contexts;
 
 -- alive_until leaves the operator level: version 1's list, and the grants taken back (those
 -- of the functions and tables dropped above went with them).

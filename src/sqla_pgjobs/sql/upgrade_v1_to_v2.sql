@@ -43,6 +43,11 @@
 --    retrying them (typed tasks).
 -- 11. retry_jobs_at: a worker retries jobs at times of its choosing (a task's backoff, a
 --    handler's RetryAt) or snoozes them (the attempt refunded).
+-- 12. Trace contexts: set_trace_contexts stores the W3C trace context of the span that
+--    enqueued jobs (app_jobs.job_trace_contexts, a table of its own keyed by job id: a
+--    column would change the row type of app_jobs.jobs, see below); trace_contexts reads
+--    them back for the worker's spans; prune_job_history deletes those whose job is gone
+--    from both jobs and job_history.
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -351,6 +356,14 @@ BEGIN
   DELETE FROM app_jobs.job_first_starts s
    WHERE s.job_id IN (SELECT f.job_id FROM app_jobs.job_first_starts f
                        WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs j WHERE j.id = f.job_id)
+                       LIMIT v_max
+                         FOR UPDATE SKIP LOCKED);
+  -- Trace contexts (fix 12) of jobs gone from both jobs and job_history.
+  DELETE FROM app_jobs.job_trace_contexts c
+   WHERE c.job_id IN (SELECT t.job_id FROM app_jobs.job_trace_contexts t
+                       WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs j WHERE j.id = t.job_id)
+                         AND NOT EXISTS (SELECT 1 FROM app_jobs.job_history h
+                                          WHERE h.job_id = t.job_id)
                        LIMIT v_max
                          FOR UPDATE SKIP LOCKED);
   RETURN v_deleted;
@@ -1699,6 +1712,70 @@ END
 $$;
 
 --------------------------------------------------------------------------------------------
+-- Trace contexts (fix 12)
+--------------------------------------------------------------------------------------------
+
+-- The trace context (W3C traceparent, and what else the enqueuing process's propagators
+-- write: tracestate, baggage) of the span that enqueued a job, for the span of its runs to
+-- continue the trace (sqla_pgjobs.tracing). Written by set_trace_contexts in the enqueuing
+-- statement, only for jobs enqueued while tracing was on and a span was current; a job
+-- without a row (a trigger's, raw SQL's) starts a trace of its own. A row stays while its
+-- job is in jobs or job_history (the dashboard shows the trace of finished jobs too), and
+-- prune_job_history deletes it after both. A table of its own, keyed by job id: no
+-- function that finishes jobs has to touch it, and jobs' row type is unchanged.
+CREATE TABLE app_jobs.job_trace_contexts (
+  job_id bigint NOT NULL,
+  context jsonb NOT NULL,
+  CONSTRAINT job_trace_contexts_pkey PRIMARY KEY (job_id),
+  -- A traceparent is 55 characters and a tracestate at most 512: 4 KB leaves room for
+  -- baggage and bounds what an enqueuing role can store per job.
+  CONSTRAINT job_trace_contexts_context_check
+    CHECK (jsonb_typeof(context) = 'object' AND octet_length(context::text) <= 4096)
+);
+
+-- Store context as the trace context of the listed jobs that are waiting (not locked:
+-- the context of a job already running is not changed); a job given again by a later
+-- enqueue (the same job_key) gets the later context. NULL job_ids store nothing.
+-- Returns how many jobs got the context.
+CREATE FUNCTION app_jobs.set_trace_contexts(job_ids bigint[], context jsonb)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_stored integer;
+BEGIN
+  IF set_trace_contexts.context IS NULL
+     OR jsonb_typeof(set_trace_contexts.context) <> 'object'
+     OR octet_length(set_trace_contexts.context::text) > 4096
+  THEN
+    RAISE EXCEPTION 'context must be a JSON object of at most 4096 bytes, got %',
+                    left(quote_nullable(set_trace_contexts.context::text), 100)
+      USING ERRCODE = '22023', COLUMN = 'context';
+  END IF;
+  INSERT INTO app_jobs.job_trace_contexts AS t (job_id, context)
+  SELECT j.id, set_trace_contexts.context
+    FROM app_jobs.jobs j
+   WHERE j.id = ANY (set_trace_contexts.job_ids) AND j.locked_at IS NULL
+  ON CONFLICT (job_id) DO UPDATE SET context = excluded.context;
+  GET DIAGNOSTICS v_stored = ROW_COUNT;
+  RETURN v_stored;
+END
+$$;
+
+-- The stored trace contexts of the listed jobs (jobs without one have no row).
+CREATE FUNCTION app_jobs.trace_contexts(job_ids bigint[])
+RETURNS TABLE (job_id bigint, context jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT t.job_id, t.context
+    FROM app_jobs.job_trace_contexts t
+   WHERE t.job_id = ANY (trace_contexts.job_ids)
+$$;
+
+--------------------------------------------------------------------------------------------
 -- Privileges
 --------------------------------------------------------------------------------------------
 
@@ -1721,19 +1798,24 @@ REVOKE ALL ON FUNCTION app_jobs.end_cancelled(bigint[], text[]),
                        app_jobs.cancel_jobs(bigint[], interval),
                        app_jobs.cancel_requested_jobs(text),
                        app_jobs.fail_jobs_for_good(text, bigint[], text[]),
-                       app_jobs.retry_jobs_at(text, bigint[], timestamptz[], text[], boolean[])
+                       app_jobs.retry_jobs_at(text, bigint[], timestamptz[], text[], boolean[]),
+                       app_jobs.set_trace_contexts(bigint[], jsonb),
+                       app_jobs.trace_contexts(bigint[])
   FROM PUBLIC;
 REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
-              app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests
+              app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests,
+              app_jobs.job_trace_contexts
   FROM PUBLIC;
 
 -- The operator level gains alive_until (fix 6), set_history_retention, discard_jobs, the
 -- pause and resume functions (fix 8) and cancel_jobs (fix 9), and reads the new tables;
 -- the worker level gains prune_job_history and claim_maintenance (fix 7: workers prune,
 -- one at a time), cancel_requested_jobs (fix 9), fail_jobs_for_good (fix 10) and
--- retry_jobs_at (fix 11). grant_access lists them from
+-- retry_jobs_at (fix 11) and trace_contexts (fix 12); the enqueue level gains
+-- set_trace_contexts (fix 12). grant_access lists them from
 -- now on, and the roles that already hold a level get them now: those that can execute
--- complete_job_batch hold the worker level, complete_jobs the operator level.
+-- add_job hold the enqueue level, complete_job_batch the worker level, complete_jobs the
+-- operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1753,13 +1835,14 @@ BEGIN
       ('add_job', 1), ('add_jobs', 1), ('add_scheduled_job', 1),
       ('tg_add_job_with_row_id', 1), ('tg_add_job_with_row', 1),
       ('tg_add_job_with_fields', 1), ('trigger_job_with_fields', 1), ('tg_add_job', 1),
+      ('set_trace_contexts', 1),
       ('get_job', 2), ('get_jobs', 2), ('complete_job', 2), ('complete_job_batch', 2),
       ('fail_job', 2), ('fail_job_batch', 2), ('release_jobs', 2),
       ('heartbeat', 2), ('next_run_at', 2), ('recover_jobs', 2), ('worker_cycle', 2),
       ('get_scheduled_job', 2), ('get_scheduled_jobs', 2), ('renew_scheduled_jobs', 2),
       ('release_scheduled_jobs', 2), ('run_scheduled_job', 2),
       ('prune_job_history', 2), ('claim_maintenance', 2), ('cancel_requested_jobs', 2),
-      ('fail_jobs_for_good', 2), ('retry_jobs_at', 2),
+      ('fail_jobs_for_good', 2), ('retry_jobs_at', 2), ('trace_contexts', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
       ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
       ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3),
@@ -1805,7 +1888,10 @@ BEGIN
                    ('complete_job_batch', 'EXECUTE ON FUNCTION', 'fail_jobs_for_good'),
                    ('complete_job_batch', 'EXECUTE ON FUNCTION', 'retry_jobs_at'),
                    ('complete_jobs', 'EXECUTE ON FUNCTION', 'cancel_jobs'),
-                   ('complete_jobs', 'SELECT ON TABLE', 'cancel_requests')
+                   ('complete_jobs', 'SELECT ON TABLE', 'cancel_requests'),
+                   ('add_job', 'EXECUTE ON FUNCTION', 'set_trace_contexts'),
+                   ('complete_job_batch', 'EXECUTE ON FUNCTION', 'trace_contexts'),
+                   ('complete_jobs', 'SELECT ON TABLE', 'job_trace_contexts')
            ) AS g(held, kind, name)
       JOIN pg_catalog.pg_proc p ON p.pronamespace = v_schema AND p.proname = g.held,
            LATERAL pg_catalog.aclexplode(p.proacl) AS a

@@ -14,6 +14,27 @@ SELECT c.completed, c.failed, c.next_run_at, c.now, r.cancel_requested, j.*
   LEFT JOIN LATERAL pg_catalog.unnest(c.taken) WITH ORDINALITY AS j ON true
  ORDER BY j.ordinality;
 
+-- name: cycle_traced
+-- The cycle of a worker that traces its runs (sqla_pgjobs.tracing): as cycle, each job
+-- with the trace context stored when it was enqueued (trace_context, NULL when none was).
+-- The contexts are read once for all the jobs taken (a function in a CTE, whose rows the
+-- join reads again for each job).
+WITH c AS (
+  SELECT * FROM app_jobs.worker_cycle(%(worker_id)s, %(completed_ids)s, %(failed_ids)s,
+                                      %(error_messages)s, %(task_identifiers)s,
+                                      %(job_expiry)s, %(max_jobs)s)
+), t AS (
+  SELECT * FROM app_jobs.trace_contexts(ARRAY(SELECT (x).id
+                                                FROM c, pg_catalog.unnest(c.taken) AS x))
+)
+SELECT c.completed, c.failed, c.next_run_at, c.now, r.cancel_requested, j.*,
+       t.context AS trace_context
+  FROM c
+ CROSS JOIN app_jobs.cancel_requested_jobs(%(worker_id)s) AS r(cancel_requested)
+  LEFT JOIN LATERAL pg_catalog.unnest(c.taken) WITH ORDINALITY AS j ON true
+  LEFT JOIN t ON t.job_id = j.id
+ ORDER BY j.ordinality;
+
 -- name: heartbeat
 SELECT app_jobs.heartbeat(%(worker_id)s, %(heartbeat_timeout)s, %(info)s),
        app_jobs.cancel_requested_jobs(%(worker_id)s) AS cancel_requested;

@@ -77,12 +77,14 @@ class WorkerConnection:
         sleep: Callable[[float], Awaitable[None]],
         cancel_requests: AbstractSet[int] = frozenset(),
         transactions: Transactions | None = None,
+        traced: bool = False,
     ) -> None:
         """``cancel_requests``: the set the worker keeps of the jobs it is asked to stop,
         which the jobs taken look at (:attr:`Job.cancel_requested`); ``transactions``:
-        where transactional tasks get theirs."""
+        where transactional tasks get theirs; ``traced``: the jobs taken come with their
+        stored trace contexts (a version 2 schema; on version 1 they come without)."""
         self._sql = named_statements("worker.sql", schema)
-        self._cycle_sql = self._sql["cycle"]
+        self._cycle_sql = self._sql["cycle_traced" if traced else "cycle"]
         self._heartbeat_sql = self._sql["heartbeat"]
         self._worker_id = worker_id
         self._cancel_requests = cancel_requests
@@ -141,7 +143,9 @@ class WorkerConnection:
             completed=first["completed"],
             failed=first["failed"] + failed_apart,
             taken=[
-                Job.from_row(row, cancels, transactions) for row in rows if row["id"] is not None
+                Job.from_row(row, cancels, transactions, row.get("trace_context"))
+                for row in rows
+                if row["id"] is not None
             ],
             next_run_at=None if next_run_at is None else (next_run_at, first["now"]),
             resent=self._losses > losses,
@@ -196,7 +200,7 @@ class WorkerConnection:
     @property
     def reads_cancel_requests(self) -> bool:
         """False on a version 1 schema, which has none (known after the first heartbeat)."""
-        return self._cycle_sql == self._sql["cycle"]
+        return self._cycle_sql != self._sql["cycle_version_1"]
 
     async def release(self, keep: list[int] | None, *, retry: bool = True) -> None:
         """Give back every job this worker holds but those in ``keep``, attempts refunded

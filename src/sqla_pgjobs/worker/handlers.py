@@ -27,7 +27,10 @@ from sqla_pgjobs.worker.threads import HandlerThreads
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from opentelemetry.trace import Span
+
     from sqla_pgjobs.tasks import Job, Task, TaskRegistry
+    from sqla_pgjobs.worker.spans import JobSpans
     from sqla_pgjobs.worker.threads import Outcome
 
 __all__ = ["Handlers"]
@@ -37,7 +40,7 @@ log = logging.getLogger("sqla_pgjobs.worker")
 
 class Handlers:
     """The handlers of ``tasks`` running for worker ``worker_id``, at most ``concurrency``
-    plain ones at once."""
+    plain ones at once, each in its span of ``spans`` (None: not traced)."""
 
     def __init__(
         self,
@@ -45,13 +48,17 @@ class Handlers:
         worker_id: str,
         concurrency: int,
         on_finished: Callable[[Job, BaseException | None, float], None],
+        spans: JobSpans | None = None,
     ) -> None:
         self._tasks = tasks
         self._worker_id = worker_id
         self._on_finished = on_finished
+        self._spans = spans
         # A task for an async handler, a future the handler threads resolve for a plain one.
         self._running: dict[int, asyncio.Future[None]] = {}
-        self._threads = HandlerThreads(asyncio.get_running_loop(), concurrency, self._on_outcomes)
+        self._threads = HandlerThreads(
+            asyncio.get_running_loop(), concurrency, self._on_outcomes, spans
+        )
 
     def __len__(self) -> int:
         return len(self._running)
@@ -74,6 +81,7 @@ class Handlers:
 
     def start(self, job: Job) -> None:
         task = self._tasks.get(job.task_identifier)
+        span = None if self._spans is None else self._spans.start(job)
         # Log records cost more than a no-op job: build them only when they are wanted.
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -86,7 +94,7 @@ class Handlers:
             )
         if task is None or task.is_async:
             self._running[job.id] = asyncio.create_task(
-                self._run_async(job, task), name=f"job-{job.id}"
+                self._run_async(job, task, span), name=f"job-{job.id}"
             )
             return
         running = self._running[job.id] = asyncio.get_running_loop().create_future()
@@ -96,7 +104,7 @@ class Handlers:
                 timeout, self._over_timeout, job, timeout
             )
             running.add_done_callback(lambda _: warning.cancel())
-        self._threads.submit(job, task)
+        self._threads.submit(job, task, span)
 
     async def stop(self, timeout: float) -> list[int]:
         """Wait up to ``timeout`` seconds for the running handlers, then cancel the async
@@ -124,7 +132,7 @@ class Handlers:
 
     # --- Runs -----------------------------------------------------------------------------------
 
-    async def _run_async(self, job: Job, task: Task | None) -> None:
+    async def _run_async(self, job: Job, task: Task | None, span: Span | None) -> None:
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -134,7 +142,11 @@ class Handlers:
                     f"(it has: {', '.join(self._tasks.names) or 'none'})"
                 )
             timeout = task.timeout.total_seconds() if task.timeout is not None else None
-            await asyncio.wait_for(task(job.payload, job), timeout=timeout)
+            if span is None or self._spans is None:
+                await asyncio.wait_for(task(job.payload, job), timeout=timeout)
+            else:
+                with self._spans.current(span):
+                    await asyncio.wait_for(task(job.payload, job), timeout=timeout)
         except asyncio.CancelledError as exc:
             if not job.cancel_requested:
                 # Stopping: the job is released with its attempt refunded, not failed.
@@ -225,7 +237,7 @@ class Handlers:
         self._on_finished(job, error, duration)
 
     def _fields(self, job: Job) -> dict[str, Any]:
-        return {
+        fields = {
             "worker_id": self._worker_id,
             "job_id": job.id,
             "task": job.task_identifier,
@@ -233,3 +245,6 @@ class Handlers:
             "attempt": job.attempts,
             "max_attempts": job.max_attempts,
         }
+        if self._spans is not None:
+            fields["trace_id"] = self._spans.trace_id(job.id)
+        return fields

@@ -33,6 +33,10 @@ Stopping (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`, see
 held is released with its attempt refunded; the worker unregisters. A second signal exits
 at once.
 
+Tracing (:mod:`sqla_pgjobs.tracing`): when :func:`~sqla_pgjobs.tracing.instrument` has been
+called before the worker starts, each run is in a span (:mod:`~sqla_pgjobs.worker.spans`),
+and the cycle reads the trace contexts stored with the jobs it takes.
+
 Connection loss: statements are retried on a new connection, with backoff from 0.1 s to
 5 s; results that were not acknowledged are kept and sent then. Jobs handed to the worker
 by a cycle whose answer was lost are given back (``release_jobs`` keeping the jobs it does
@@ -50,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqla_pgjobs import service
+from sqla_pgjobs import service, tracing
 from sqla_pgjobs import validation as check
 from sqla_pgjobs._connections import CONNECTION_ERRORS, listen, seconds
 from sqla_pgjobs.database import libpq_url
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
     from sqla_pgjobs.tasks import Job
     from sqla_pgjobs.worker.connection import Cycle
     from sqla_pgjobs.worker.observer import WorkerObserver
+    from sqla_pgjobs.worker.spans import JobSpans
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -211,7 +216,10 @@ class _Run:
         self.results = Results()
         # Taken, waiting for a slot, with when they were taken (monotonic).
         self.prefetched: collections.deque[tuple[Job, float]] = collections.deque()
-        self.handlers = Handlers(worker.tasks, worker.worker_id, worker.concurrency, self.finish)
+        self.spans = _job_spans(worker.worker_id)
+        self.handlers = Handlers(
+            worker.tasks, worker.worker_id, worker.concurrency, self.finish, self.spans
+        )
         # The running jobs this worker is asked to stop (their Job.cancel_requested reads
         # it), and whether a NOTIFY said there may be new requests.
         self.cancel_requests: set[int] = set()
@@ -229,6 +237,7 @@ class _Run:
             sleep=pause,
             cancel_requests=self.cancel_requests,
             transactions=self.transactions,
+            traced=self.spans is not None,
         )
         self.helpers: list[asyncio.Task[None]] = []
         # False after a reconnect (or after being given up for dead), until the jobs a lost
@@ -306,6 +315,8 @@ class _Run:
         # handlers past the timeout cannot be stopped: their jobs go back too).
         held = sorted({*unfinished, *(job.id for job, _ in self.prefetched)})
         self.prefetched.clear()
+        if self.spans is not None:
+            self.spans.end_unfinished()
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.connection.release(None, retry=False)
         self.stats.released += len(held)
@@ -485,8 +496,11 @@ class _Run:
         start the next prefetched job, and wake the loop if that makes a cycle due."""
         now = time.monotonic()
         how = None if error is None else self._failed(job, error, now)
-        if self.observer is not None:  # before the discard: job.cancel_requested tells
+        # Before the discard below: job.cancel_requested tells.
+        if self.observer is not None:
             self.observer.job_finished(job, outcome_of(job, error, how), duration)
+        if self.spans is not None:
+            self.spans.end(job, error, outcome_of(job, error, how), how)
         if self.cancel_requests:
             self.cancel_requests.discard(job.id)
         self.pace.finished(duration, now)
@@ -559,3 +573,13 @@ class _Run:
             await self.wake.wait()
         finally:
             timer.cancel()
+
+
+def _job_spans(worker_id: str) -> JobSpans | None:
+    """The spans of a worker's runs when tracing is on (the module is imported only then)."""
+    tracer = tracing.tracer()
+    if tracer is None:
+        return None
+    from sqla_pgjobs.worker.spans import JobSpans
+
+    return JobSpans(tracer, worker_id)

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from opentelemetry.trace import Span
+
     from sqla_pgjobs.tasks import Job, Task
+    from sqla_pgjobs.worker.spans import JobSpans
 
 __all__ = ["THREAD_NAME", "HandlerThreads", "Outcome", "handlers_still_running"]
 
@@ -40,23 +43,26 @@ class Outcome:
 class HandlerThreads:
     """``size`` threads running handlers; ``on_outcomes`` gets their outcomes in batches,
     called on ``loop``. Threads start with the first job and are daemons: a handler that
-    never returns does not keep the process alive once the worker has stopped."""
+    never returns does not keep the process alive once the worker has stopped. A job
+    submitted with a span (of ``spans``) runs with that span current."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         size: int,
         on_outcomes: Callable[[list[Outcome]], None],
+        spans: JobSpans | None = None,
     ) -> None:
         self._loop = loop
         self._size = size
         self._on_outcomes = on_outcomes
-        self._jobs: queue.SimpleQueue[tuple[Job, Task] | None] = queue.SimpleQueue()
+        self._spans = spans
+        self._jobs: queue.SimpleQueue[tuple[Job, Task, Span | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
 
-    def submit(self, job: Job, task: Task) -> None:
+    def submit(self, job: Job, task: Task, span: Span | None = None) -> None:
         if not self._threads:
             for number in range(self._size):
                 thread = threading.Thread(
@@ -64,7 +70,7 @@ class HandlerThreads:
                 )
                 thread.start()
                 self._threads.append(thread)
-        self._jobs.put((job, task))
+        self._jobs.put((job, task, span))
 
     def close(self) -> None:
         """Let the threads end once their current handler returns (without waiting)."""
@@ -74,11 +80,15 @@ class HandlerThreads:
 
     def _run(self) -> None:
         while (item := self._jobs.get()) is not None:
-            job, task = item
+            job, task, span = item
             started = time.monotonic()
             error: BaseException | None = None
             try:
-                task(job.payload, job)
+                if span is None or self._spans is None:
+                    task(job.payload, job)
+                else:
+                    with self._spans.current(span):
+                        task(job.payload, job)
             except BaseException as exc:
                 error = exc
             outcome = Outcome(job, task, error, time.monotonic() - started)
