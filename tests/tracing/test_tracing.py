@@ -125,8 +125,6 @@ def test_a_job_enqueued_in_a_span_is_run_in_a_child_of_its_create_span(
         "messaging.destination.name": "ok",
         "messaging.message.id": str(job.id),
         "pgjobs.job.attempt": 1,
-        "pgjobs.job.max_attempts": 25,
-        "pgjobs.job.priority": 3,
         "pgjobs.job.queue": "q1",
         "pgjobs.worker.id": process.attributes["pgjobs.worker.id"],  # type: ignore[index]
         "pgjobs.job.outcome": "completed",

