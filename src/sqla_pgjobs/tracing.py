@@ -20,8 +20,8 @@ Attributes follow OpenTelemetry's messaging conventions: ``messaging.system`` is
 ``messaging.destination.name`` the task (what routes a job to its handler; its queue, a
 serialising group, is ``pgjobs.job.queue``), ``messaging.message.id`` the job id; and
 ``pgjobs.job.attempt``, ``pgjobs.job.queue`` and ``pgjobs.job.tenant`` (when the job has
-one), ``pgjobs.worker.id``, ``pgjobs.job.outcome``. A run that fails records its exception and sets the span's status
-to ERROR.
+one), ``pgjobs.worker.id``, ``pgjobs.job.outcome``. A run that fails records its exception
+and sets the span's status to ERROR.
 
 Not instrumented, tracing costs one ``is None`` test per enqueue and per job, and
 ``opentelemetry`` is never imported.
