@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 import sqlalchemy
@@ -192,12 +193,14 @@ def seed_enqueue_one_per_transaction(url: URL, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def session_enqueue_one_per_transaction(url: URL, count: int) -> float:
+def session_enqueue_one_per_transaction(
+    url: URL, count: int, returning: Literal["job", "id"] = "job"
+) -> float:
     engine = create_engine(url)
     started = time.perf_counter()
     for i in range(count):
         with Session(engine) as session, session.begin():
-            session.execute(add_job("noop", {"i": i}))
+            session.execute(add_job("noop", {"i": i}, returning=returning))
     elapsed = time.perf_counter() - started
     engine.dispose()
     return count / elapsed
@@ -209,6 +212,33 @@ _TYPED = TaskRegistry()
 @_TYPED.task(name="noop")
 def _typed_noop(i: int) -> None:
     """A typed task, for enqueueing through .job(): its arguments checked by pydantic."""
+
+
+def session_floor_one_per_transaction(url: URL, count: int) -> float:
+    """The least a Session transaction can cost: the same add_job as the simplest
+    text() statement, returning nothing that SQLAlchemy has to describe."""
+    engine = create_engine(url)
+    statement = text(render("SELECT 1 FROM app_jobs.add_job(NULL, 'noop', CAST(:p AS json))"))
+    started = time.perf_counter()
+    for i in range(count):
+        with Session(engine) as session, session.begin():
+            session.execute(statement, {"p": f'{{"i": {i}}}'})
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return count / elapsed
+
+
+def autocommit_enqueue_one_per_transaction(url: URL, count: int) -> float:
+    """A job that is its transaction's only write, on an AUTOCOMMIT connection: one round
+    trip, as the baseline (no BEGIN, no COMMIT of SQLAlchemy's)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        for i in range(count):
+            connection.execute(add_job("noop", {"i": i}, returning="id"))
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return count / elapsed
 
 
 def typed_enqueue_one_per_transaction(url: URL, count: int) -> float:
@@ -280,9 +310,34 @@ def _seed_process(url: str, connections: int, ready: Event, go: Event, out: Any)
         thread.start()
     connected.wait()
     ready.set()
+    go.wait()
+    cpu_at_go = _cpu_seconds()
     for thread in threads:
         thread.join()
-    out.put((sum(done), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    out.put(_report(sum(done), cpu_at_go))
+
+
+def _raw_loop_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
+    """The raw limit of a drain: one connection, ``get_jobs`` then ``complete_job_batch``
+    100 jobs at a time, nothing else (no handler, no thread, no policy, no history read)."""
+    del connections
+    get = render("SELECT array_agg(id) FROM app_jobs.get_jobs(%s, %s::text[], NULL, 100)")
+    complete = render("SELECT count(*) FROM app_jobs.complete_job_batch(%s, %s)")
+    worker_id = f"raw-{multiprocessing.current_process().pid}"
+    done = 0
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT 1")
+        ready.set()
+        go.wait()
+        cpu_at_go = _cpu_seconds()
+        while True:
+            row = connection.execute(get, [worker_id, ["noop"]]).fetchone()
+            ids = row[0] if row else None
+            if not ids:
+                break
+            connection.execute(complete, [worker_id, ids])
+            done += len(ids)
+    out.put(_report(done, cpu_at_go))
 
 
 def _worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
@@ -293,8 +348,9 @@ def _worker_process(url: str, connections: int, ready: Event, go: Event, out: An
     worker = Worker(url, tasks)
     ready.set()
     go.wait()
+    cpu_at_go = _cpu_seconds()
     stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    out.put(_report(stats.processed, cpu_at_go))
 
 
 def _effects_table(url: URL) -> None:
@@ -329,8 +385,9 @@ def _inserting_process(url: str, connections: int, ready: Event, go: Event, out:
     worker = Worker(url, tasks)
     ready.set()
     go.wait()
+    cpu_at_go = _cpu_seconds()
     stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    out.put(_report(stats.processed, cpu_at_go))
 
 
 def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
@@ -345,9 +402,10 @@ def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event,
     worker = Worker(url, tasks, observer=metrics)
     ready.set()
     go.wait()
+    cpu_at_go = _cpu_seconds()
     stats = worker.run(drain=True, install_signal_handlers=False)
+    out.put(_report(stats.processed, cpu_at_go))  # before close(): it waits up to 0.5 s
     server.close()
-    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
 def _traced_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
@@ -379,10 +437,12 @@ def _traced_worker_process(url: str, connections: int, ready: Event, go: Event, 
     worker = Worker(url, tasks, observer=metrics)
     ready.set()
     go.wait()
+    cpu_at_go = _cpu_seconds()
     stats = worker.run(drain=True, install_signal_handlers=False)
+    provider.force_flush()  # the spans' export is part of the cost; close() is not
+    out.put(_report(stats.processed, cpu_at_go))
     server.close()
     provider.shutdown()
-    out.put((stats.processed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
 def store_trace_contexts(url: URL, *, sampled_every: int = 1) -> None:
@@ -402,10 +462,65 @@ def store_trace_contexts(url: URL, *, sampled_every: int = 1) -> None:
         connection.execute("VACUUM ANALYZE")
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _report(processed: int, cpu_at_go: float) -> tuple[int, int, float]:
+    """What a drain's child sends back: jobs done, peak RSS (KiB), CPU seconds since go."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return processed, maxrss, _cpu_seconds() - cpu_at_go
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pid(url: URL) -> int | None:
+    """The server's postmaster, when it runs on this machine (its CPU is then readable)."""
+    with psycopg.connect(libpq_url(url)) as connection:
+        backend = connection.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        status = Path(f"/proc/{backend[0] if backend else 0}/status").read_text()
+    except OSError:
+        return None
+    parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
+    return int(parent.split()[1])
+
+
+def server_cpu_seconds(postmaster: int | None) -> float | None:
+    """CPU the whole server has used: the postmaster's own and its reaped children's
+    (``cutime``/``cstime``: every backend that has exited), plus its live children's."""
+    if postmaster is None:
+        return None
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that has just exited: counted in its parent's cutime
+        pid, parent = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        elif parent == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / _CLOCK_TICKS
+
+
+# Set once the server is known: where drain() reads the server's CPU.
+POSTMASTER: int | None = None
+
+
 @dataclass
 class DrainResult:
     jobs_per_second: float
     peak_rss_mib: list[float] = field(default_factory=list)
+    # CPU per job, in microseconds: the worker (or baseline) processes', and the server's
+    # (the whole server's, so a quiet machine is assumed; None when it is not local).
+    worker_cpu_us: float = 0.0
+    server_cpu_us: float | None = None
 
 
 def drain(
@@ -429,16 +544,29 @@ def drain(
     for ready in readies:
         if not ready.wait(60):
             raise RuntimeError("a benchmark process did not start within 60 s")
+    server_cpu_at_go = server_cpu_seconds(POSTMASTER)
     started = time.perf_counter()
     go.set()
     reports = [out.get(timeout=600) for _ in children]
     elapsed = time.perf_counter() - started
     for child in children:
         child.join()
+    time.sleep(0.2)  # the children's backends exit and are reaped into the postmaster's CPU
+    server_cpu_at_end = server_cpu_seconds(POSTMASTER)
     if left := remaining(url):
         raise RuntimeError(f"{left} job(s) left after the drain")
-    processed = sum(count for count, _ in reports)
-    return DrainResult(processed / elapsed, [round(rss / 1024, 1) for _, rss in reports])
+    processed = sum(count for count, _, _ in reports)
+    per_job = 1e6 / max(processed, 1)
+    return DrainResult(
+        processed / elapsed,
+        [round(rss / 1024, 1) for _, rss, _ in reports],
+        worker_cpu_us=sum(cpu for _, _, cpu in reports) * per_job,
+        server_cpu_us=(
+            None
+            if server_cpu_at_go is None or server_cpu_at_end is None
+            else (server_cpu_at_end - server_cpu_at_go) * per_job
+        ),
+    )
 
 
 # --- The database-state collector ----------------------------------------------------------
@@ -556,30 +684,47 @@ def percentiles(timings: list[float]) -> dict[str, float]:
 # --- The run ---------------------------------------------------------------------------------
 
 
-def runs_of(server: URL, runs: int, workload: Callable[[URL], float]) -> list[float]:
-    values = []
-    for _ in range(runs):
-        with fresh_database(server) as url:
-            values.append(workload(url))
-    return values
-
-
 def compare(
-    server: URL, runs: int, baseline: Callable[[URL], float], ours: Callable[[URL], float]
+    server: URL,
+    runs: int,
+    baseline: Callable[[URL], float | DrainResult],
+    ours: Callable[[URL], float | DrainResult],
 ) -> dict[str, Any]:
-    """Alternate baseline and ours run by run, so that a slow spell hits both."""
-    base_runs: list[float] = []
-    our_runs: list[float] = []
+    """Alternate baseline and ours run by run, so that a slow spell hits both. For
+    drains, the CPU per job (worker and server, µs) is reported next to the rate."""
+    measured: dict[str, list[float | DrainResult]] = {"baseline": [], "ours": []}
     for _ in range(runs):
-        base_runs += runs_of(server, 1, baseline)
-        our_runs += runs_of(server, 1, ours)
-    base, mine = statistics.median(base_runs), statistics.median(our_runs)
-    return {
+        for side, workload in (("baseline", baseline), ("ours", ours)):
+            with fresh_database(server) as url:
+                measured[side].append(workload(url))
+    figures = {
+        side: [v.jobs_per_second if isinstance(v, DrainResult) else v for v in values]
+        for side, values in measured.items()
+    }
+    base, mine = statistics.median(figures["baseline"]), statistics.median(figures["ours"])
+    result: dict[str, Any] = {
         "baseline": _figure(base),
         "ours": _figure(mine),
         "ratio": round(mine / base, 2),
-        "baseline_runs": [_figure(v) for v in base_runs],
-        "ours_runs": [_figure(v) for v in our_runs],
+        "baseline_runs": [_figure(v) for v in figures["baseline"]],
+        "ours_runs": [_figure(v) for v in figures["ours"]],
+    }
+    for side, values in measured.items():
+        drains = [v for v in values if isinstance(v, DrainResult)]
+        if drains:
+            result[f"{side}_cpu_us_per_job"] = _cpu_per_job(drains)
+    return result
+
+
+def _cpu_per_job(drains: list[DrainResult]) -> dict[str, float | None]:
+    """Median CPU per job of some drains, in µs: worker, server and both."""
+    worker = statistics.median(d.worker_cpu_us for d in drains)
+    servers = [d.server_cpu_us for d in drains if d.server_cpu_us is not None]
+    server = statistics.median(servers) if servers else None
+    return {
+        "worker": round(worker, 1),
+        "server": None if server is None else round(server, 1),
+        "total": None if server is None else round(worker + server, 1),
     }
 
 
@@ -604,43 +749,46 @@ def main() -> None:
     )
     results: dict[str, Any] = {}
     with server_context as server:
+        global POSTMASTER
+        POSTMASTER = postmaster_pid(server)
         with create_engine(server).connect() as connection:
             settings = {
                 name: connection.exec_driver_sql(f"SHOW {name}").scalar()
                 for name in ("server_version", "fsync", "synchronous_commit")
             }
 
-        def drain_rate(target: Any, processes: int, connections: int = 1) -> Callable[[URL], float]:
-            def workload(url: URL) -> float:
+        def drain_rate(
+            target: Any, processes: int, connections: int = 1
+        ) -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
                 fill(url, counts.drain)
-                result = drain(url, target, processes=processes, connections=connections)
-                return result.jobs_per_second
+                return drain(url, target, processes=processes, connections=connections)
 
             return workload
 
-        def traced_drain(sampled_every: int) -> Callable[[URL], float]:
-            def workload(url: URL) -> float:
+        def traced_drain(sampled_every: int) -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
                 fill(url, counts.drain)
                 store_trace_contexts(url, sampled_every=sampled_every)
-                return drain(url, _traced_worker_process, processes=1).jobs_per_second
+                return drain(url, _traced_worker_process, processes=1)
 
             return workload
 
-        def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], float]:
-            def workload(url: URL) -> float:
+        def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
                 fill(url, counts.live, dead=dead, deleted=deleted)
-                return drain(url, _worker_process, processes=1).jobs_per_second
+                return drain(url, _worker_process, processes=1)
 
             return workload
 
-        def history_drain(*, recorded: bool = True, kept: int = 0) -> Callable[[URL], float]:
-            def workload(url: URL) -> float:
+        def history_drain(*, recorded: bool = True, kept: int = 0) -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
                 if not recorded:
                     history_off(url)
                 if kept:
                     fill_history(url, kept, expired=False)
                 fill(url, counts.live)
-                return drain(url, _worker_process, processes=1).jobs_per_second
+                return drain(url, _worker_process, processes=1)
 
             return workload
 
@@ -669,12 +817,11 @@ def main() -> None:
                 "ours_runs": [_figure(r["longest_lock_ms"]) for r in batched],
             }
 
-        def effects_drain(*, transactional: bool) -> Callable[[URL], float]:
-            def workload(url: URL) -> float:
+        def effects_drain(*, transactional: bool) -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
                 _effects_table(url)
                 fill(url, counts.live // 4)
-                result = drain(url, _inserting_process, processes=1, connections=int(transactional))
-                return result.jobs_per_second
+                return drain(url, _inserting_process, processes=1, connections=int(transactional))
 
             return workload
 
@@ -702,6 +849,33 @@ def main() -> None:
                     runs,
                     lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
                     lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one),
+                ),
+            ),
+            (
+                "enqueue, 1 per transaction, add_job(returning='id') (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
+                    lambda u: session_enqueue_one_per_transaction(u, counts.one_by_one, "id"),
+                ),
+            ),
+            (
+                "enqueue, 1 per transaction, a Session's floor: text() (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
+                    lambda u: session_floor_one_per_transaction(u, counts.one_by_one),
+                ),
+            ),
+            (
+                "enqueue, 1 per transaction, alone: AUTOCOMMIT and returning='id' (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    lambda u: seed_enqueue_one_per_transaction(u, counts.one_by_one),
+                    lambda u: autocommit_enqueue_one_per_transaction(u, counts.one_by_one),
                 ),
             ),
             (
@@ -744,6 +918,13 @@ def main() -> None:
                 ),
             ),
             (
+                "drain, 1 process: the raw limit (get_jobs + complete by 100) vs the worker "
+                "(jobs/s)",
+                lambda: compare(
+                    server, runs, drain_rate(_raw_loop_process, 1), drain_rate(_worker_process, 1)
+                ),
+            ),
+            (
                 "latency p50, idle worker (ms)",
                 lambda: compare(server, runs, latency(seed_latency), latency(worker_latency)),
             ),
@@ -781,8 +962,7 @@ def main() -> None:
                 lambda: compare(server, runs, drain_rate(_worker_process, 1), traced_drain(1)),
             ),
             (
-                "drain with tracing and worker metrics on, 1 trace in 10 sampled, vs off "
-                "(jobs/s)",
+                "drain with tracing and worker metrics on, 1 trace in 10 sampled, vs off (jobs/s)",
                 lambda: compare(server, runs, drain_rate(_worker_process, 1), traced_drain(10)),
             ),
             (
@@ -821,10 +1001,20 @@ def main() -> None:
         f"PostgreSQL {settings['server_version']}, fsync {settings['fsync']}, "
         f"synchronous_commit {settings['synchronous_commit']}, {runs} run(s), medians"
     )
-    print(f"{'workload':<58}{'seed-style':>12}{'sqla-pgjobs':>13}{'ratio':>8}")
+    print(
+        f"{'workload':<58}{'seed-style':>12}{'sqla-pgjobs':>13}{'ratio':>8}"
+        f"  CPU per job, worker + server (µs): baseline, ours"
+    )
     for label, value in results.items():
         if "ratio" in value:
-            print(f"{label:<58}{value['baseline']:>12}{value['ours']:>13}{value['ratio']:>8}")
+            cpu = "  ".join(
+                f"{cpu['worker']} + {cpu['server']}"
+                for side in ("baseline", "ours")
+                if (cpu := value.get(f"{side}_cpu_us_per_job"))
+            )
+            print(
+                f"{label:<58}{value['baseline']:>12}{value['ours']:>13}{value['ratio']:>8}  {cpu}"
+            )
         else:
             print(f"{label:<58}" + "  ".join(f"{k} {v}" for k, v in value.items()))
     out = Path(__file__).parent / "results"

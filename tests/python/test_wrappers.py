@@ -253,6 +253,16 @@ def test_add_jobs_enqueues_ten_thousand_in_one_statement(jobs_engine: Engine) ->
     assert count_jobs(jobs_engine) == 10_000
 
 
+def test_add_job_returning_id_returns_the_id_only(run: Run, jobs_engine: Engine) -> None:
+    [row] = run(pgjobs.add_job("send_email", {"to": "a@b.c"}, job_key="k", returning="id"))
+    assert list(row._mapping) == ["id"]
+    [again] = run(pgjobs.add_job("send_email", {"to": "b@c.d"}, job_key="k", returning="id"))
+    assert again.id == row.id  # the same keyed job, updated
+    with jobs_engine.connect() as connection:
+        payload = connection.execute(sql("SELECT payload FROM app_jobs.jobs")).scalar_one()
+    assert payload == {"to": "b@c.d"}
+
+
 def test_add_jobs_without_returning_counts_the_jobs_added(run: Run, jobs_engine: Engine) -> None:
     [row] = run(
         pgjobs.add_jobs(
@@ -435,6 +445,12 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
         lambda: pgjobs.add_scheduled_job("t", None, {"tz": "Mars/Olympus"}),
         "schedule_info",
         "Mars/Olympus",
+    ),
+    (
+        "unknown returning",
+        lambda: pgjobs.add_job("t", returning="row"),  # type: ignore[arg-type]
+        "returning",
+        "'job' or 'id'",
     ),
     (
         "bulk element bad payload",
