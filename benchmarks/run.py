@@ -71,10 +71,11 @@ class Counts:
     memory: tuple[int, int] = (10_000, 50_000)
     history: int = 1_000_000
     collector: int = 1_000_000
+    long_drain: int = 500_000
 
     @classmethod
     def quick(cls) -> Counts:
-        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000), 2_000, 2_000)
+        return cls(100, 1_000, 500, 20, 2_000, 500, (200, 1_000), 2_000, 2_000, 5_000)
 
 
 @contextlib.contextmanager
@@ -353,6 +354,21 @@ def _worker_process(url: str, connections: int, ready: Event, go: Event, out: An
     out.put(_report(stats.processed, cpu_at_go))
 
 
+def _async_commit_worker_process(
+    url: str, connections: int, ready: Event, go: Event, out: Any
+) -> None:
+    """As _worker_process, with Worker(synchronous_commit=False) (an opt-in)."""
+    del connections
+    tasks = TaskRegistry()
+    tasks.add("noop", noop)
+    worker = Worker(url, tasks, synchronous_commit=False)
+    ready.set()
+    go.wait()
+    cpu_at_go = _cpu_seconds()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    out.put(_report(stats.processed, cpu_at_go))
+
+
 def _effects_table(url: URL) -> None:
     with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         connection.execute("CREATE TABLE public.bench_effects (job_id bigint NOT NULL)")
@@ -480,10 +496,10 @@ def postmaster_pid(url: URL) -> int | None:
     """The server's postmaster, when it runs on this machine (its CPU is then readable)."""
     with psycopg.connect(libpq_url(url)) as connection:
         backend = connection.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        status = Path(f"/proc/{backend[0] if backend else 0}/status").read_text()
-    except OSError:
-        return None
+        try:  # while the backend is there
+            status = Path(f"/proc/{backend[0] if backend else 0}/status").read_text()
+        except OSError:
+            return None
     parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
     return int(parent.split()[1])
 
@@ -627,12 +643,12 @@ def _samples(url: URL, samples: int, started: threading.Event) -> list[float]:
     return timings
 
 
-def worker_latency(url: URL, samples: int) -> list[float]:
+def worker_latency(url: URL, samples: int, *, synchronous_commit: bool = True) -> list[float]:
     """An idle sqla-pgjobs worker (LISTEN; default settings)."""
     tasks = TaskRegistry()
     started = threading.Event()
     tasks.add("ping", lambda payload: started.set())
-    worker = Worker(url, tasks)
+    worker = Worker(url, tasks, synchronous_commit=synchronous_commit)
     thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
     thread.start()
     time.sleep(0.5)
@@ -641,6 +657,11 @@ def worker_latency(url: URL, samples: int) -> list[float]:
     finally:
         worker.stop()
         thread.join()
+
+
+def worker_latency_without_synchronous_commit(url: URL, samples: int) -> list[float]:
+    """As worker_latency, with Worker(synchronous_commit=False) (an opt-in)."""
+    return worker_latency(url, samples, synchronous_commit=False)
 
 
 def seed_latency(url: URL, samples: int) -> list[float]:
@@ -737,7 +758,10 @@ def main() -> None:
     parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each workload")
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
-    parser.add_argument("--only", help="run only the workloads whose name contains this")
+    parser.add_argument(
+        "--only",
+        help="run only the workloads whose name contains this (several: 'a|b')",
+    )
     arguments = parser.parse_args()
     counts = Counts.quick() if arguments.quick else Counts()
     runs = 1 if arguments.quick else arguments.runs
@@ -777,6 +801,13 @@ def main() -> None:
         def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], DrainResult]:
             def workload(url: URL) -> DrainResult:
                 fill(url, counts.live, dead=dead, deleted=deleted)
+                return drain(url, _worker_process, processes=1)
+
+            return workload
+
+        def long_drain() -> Callable[[URL], DrainResult]:
+            def workload(url: URL) -> DrainResult:
+                fill(url, counts.long_drain)
                 return drain(url, _worker_process, processes=1)
 
             return workload
@@ -929,6 +960,28 @@ def main() -> None:
                 lambda: compare(server, runs, latency(seed_latency), latency(worker_latency)),
             ),
             (
+                f"drain, 1 process: {counts.long_drain:,} jobs vs {counts.live:,} (jobs/s)",
+                lambda: compare(server, runs, dead_drain(), long_drain()),
+            ),
+            (
+                "latency p50, idle worker: synchronous_commit off vs on (ms)",
+                lambda: compare(
+                    server,
+                    runs,
+                    latency(worker_latency),
+                    latency(worker_latency_without_synchronous_commit),
+                ),
+            ),
+            (
+                "drain, 1 process: synchronous_commit off vs on (jobs/s)",
+                lambda: compare(
+                    server,
+                    runs,
+                    drain_rate(_worker_process, 1),
+                    drain_rate(_async_commit_worker_process, 1),
+                ),
+            ),
+            (
                 f"drain with {counts.dead:,} failed jobs kept, vs a clean table (jobs/s)",
                 lambda: compare(server, runs, dead_drain(), dead_drain(dead=counts.dead)),
             ),
@@ -971,7 +1024,7 @@ def main() -> None:
             ),
         ]
         for label, workload in workloads:
-            if arguments.only and arguments.only not in label:
+            if arguments.only and not any(part in label for part in arguments.only.split("|")):
                 continue
             print(f"... {label}", file=sys.stderr, flush=True)
             results[label] = workload()

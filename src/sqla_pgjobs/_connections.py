@@ -59,9 +59,13 @@ class StatementConnection:
         *,
         on_lost: Callable[[Exception], None],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        settings: dict[str, str] | None = None,
     ) -> None:
+        """``settings``: server settings for the connection's session, made on each
+        connect (so a reconnect has them too)."""
         self._url = url
         self._application_name = application_name[:63]
+        self._settings = dict(settings or {})
         self._on_lost = on_lost
         self._sleep = sleep
         self._connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
@@ -87,6 +91,10 @@ class StatementConnection:
                             row_factory=dict_row,
                             application_name=self._application_name,
                         )
+                        for name, value in self._settings.items():
+                            await self._connection.execute(
+                                "SELECT set_config(%s, %s, false)", [name, value]
+                            )
                     cursor = self._connection.cursor(binary=binary)
                     await cursor.execute(statement, params)
                     return await cursor.fetchall() if cursor.description else []

@@ -572,3 +572,45 @@ def test_an_idle_in_transaction_snapshot_slows_draining_and_grows_the_table_boun
     assert after_reads <= count / 50
     # Times, with room for a shared machine: every drain finishes.
     assert max(first, second, after) <= 8 * clean + 60, (clean, first, second, after)
+
+
+# --- synchronous_commit off: what a crash of PostgreSQL may undo -----------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_crash_under_workers_without_synchronous_commit_loses_no_job(
+    own_postgres: OwnPostgres, workers: Workers
+) -> None:
+    """Two workers with ``--no-synchronous-commit`` run 3,000 jobs; the test's own cluster
+    crashes (``pg_ctl stop -m immediate``: no checkpoint, WAL replayed at the next start)
+    and is started again. Proves what docs/workers.md promises of the opt-in: every job
+    enqueued runs to its end and leaves the table; a run may repeat (the commits of the
+    last fraction of a second may be undone), which is counted, not forbidden."""
+    count = 3000
+    url = own_postgres.url()
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        install(connection, SCHEMA, LATEST_VERSION)
+    options = ("--concurrency", "4", "--no-synchronous-commit")
+    started = [workers.start(url, *options, name=f"async-commit{i}") for i in (1, 2)]
+    job_ids = enqueue(engine, [JobSpec("record", {"sleep": 0.01}) for _ in range(count)])
+    wait_for(
+        lambda: len(finished_jobs(workers.runs())) >= count // 5,
+        120,
+        lambda: f"no progress\n{workers.logs()}",
+    )
+    left_before = job_count(engine)
+    restart(own_postgres, "immediate", 1.0)
+    assert left_before > 8 * 10, "the crash came too late to be mid-run"
+    wait_for(
+        lambda: finished_jobs(workers.runs()) >= set(job_ids) and job_count(engine) == 0,
+        150,
+        lambda: f"{job_count(engine)} jobs left\n{workers.logs()}",
+    )
+    stop_all(started)
+    runs = runs_by_job(workers.runs(), {})
+    assert set(runs) == set(job_ids)
+    twice = sum(len(r) - 1 for r in runs.values())
+    engine.dispose()
+    print(f"\ncrash after {count - left_before} of {count} jobs: {twice} run(s) repeated")

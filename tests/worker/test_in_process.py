@@ -16,8 +16,10 @@ from sqlalchemy import text
 
 import sqla_pgjobs as pgjobs
 from sqla_pgjobs import InvalidArgumentError, JobSpec
+from sqla_pgjobs.database import libpq_url
 from sqla_pgjobs.log_format import JsonFormatter
 from sqla_pgjobs.worker import Job, TaskRegistry, Worker
+from sqla_pgjobs.worker.connection import WorkerConnection
 from tests.helpers import SCHEMA, sql, wait_for
 
 if TYPE_CHECKING:
@@ -117,6 +119,7 @@ def test_registry_refuses_bad_tasks(
         ({"unknown_tasks": "explode"}, "unknown_tasks"),
         ({"poll_interval": 0}, "poll_interval"),
         ({"heartbeat_timeout": timedelta(0)}, "heartbeat_timeout"),
+        ({"synchronous_commit": "off"}, "synchronous_commit"),
     ],
 )
 def test_worker_refuses_bad_options(options: dict[str, Any], argument: str) -> None:
@@ -445,6 +448,51 @@ def test_worker_reconnects_when_its_connections_are_terminated(
     # At least once: a job finished while the connection was down is reported after the
     # reconnect; none is lost. Re-runs are possible only for jobs whose report was lost.
     assert len(runs) - total <= 3 * 4
+
+
+def test_synchronous_commit_off_is_the_workers_session_setting_after_every_reconnect(
+    database_url: URL, jobs_engine: Engine
+) -> None:
+    """Worker(synchronous_commit=False) connects with synchronous_commit off, and a new
+    connection after a lost one has it too; the default leaves the server's setting."""
+
+    async def settings() -> list[str]:
+        seen = []
+        for synchronous_commit in (True, False):
+            worker = make_worker(
+                database_url, TaskRegistry(), synchronous_commit=synchronous_commit
+            )
+            connection = WorkerConnection(
+                libpq_url(database_url),
+                SCHEMA,
+                worker.worker_id,
+                task_filter=None,
+                job_expiry=60,
+                heartbeat_timeout=30,
+                info={},
+                on_lost=lambda exc: None,
+                sleep=asyncio.sleep,
+                synchronous_commit=worker.synchronous_commit,
+            )
+            statement = connection._connection  # the statements' connection, reconnecting
+            for _ in range(2):
+                [row] = await statement.execute(
+                    "SELECT current_setting('synchronous_commit') AS value,"
+                    " pg_backend_pid() AS pid",
+                    {},
+                )
+                seen.append(row["value"])
+                with jobs_engine.connect() as other:
+                    other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row["pid"]})
+            await connection.close()
+        return seen
+
+    assert asyncio.run(settings()) == ["on", "on", "off", "off"]
+    tasks = TaskRegistry()
+    tasks.add("noop", lambda payload: None)
+    enqueue(jobs_engine, pgjobs.add_jobs([JobSpec("noop") for _ in range(200)]))
+    stats = make_worker(database_url, tasks, synchronous_commit=False).run(drain=True)
+    assert stats.completed == 200 and rows(jobs_engine) == []
 
 
 def test_stop_lets_running_jobs_finish_and_releases_the_rest(

@@ -78,11 +78,14 @@ class WorkerConnection:
         cancel_requests: AbstractSet[int] = frozenset(),
         transactions: Transactions | None = None,
         traced: bool = False,
+        synchronous_commit: bool = True,
     ) -> None:
         """``cancel_requests``: the set the worker keeps of the jobs it is asked to stop,
         which the jobs taken look at (:attr:`Job.cancel_requested`); ``transactions``:
         where transactional tasks get theirs; ``traced``: the jobs taken come with their
-        stored trace contexts (a version 2 schema; on version 1 they come without)."""
+        stored trace contexts (a version 2 schema; on version 1 they come without);
+        ``synchronous_commit=False``: this connection's commits do not wait for the WAL to
+        reach the disk (see :class:`~sqla_pgjobs.worker.Worker`)."""
         self._sql = named_statements("worker.sql", schema)
         self._cycle_sql = self._sql["cycle_traced" if traced else "cycle"]
         self._heartbeat_sql = self._sql["heartbeat"]
@@ -96,7 +99,11 @@ class WorkerConnection:
             on_lost(exc)
 
         self._connection = StatementConnection(
-            url, f"pgjobs worker {worker_id}", on_lost=lost, sleep=sleep
+            url,
+            f"pgjobs worker {worker_id}",
+            on_lost=lost,
+            sleep=sleep,
+            settings=None if synchronous_commit else {"synchronous_commit": "off"},
         )
         self._cycle_params: dict[str, Any] = {
             "worker_id": worker_id,

@@ -125,6 +125,16 @@ class Worker(service.Service):
         leaves it to ``pgjobs prune``. Not while draining.
     :param observer: told of every job started and ended and of every cycle (metrics:
         :mod:`~sqla_pgjobs.worker.observer`); None costs nothing.
+    :param synchronous_commit: False (an opt-in) sets ``synchronous_commit = off`` for the
+        worker's own statements (taking, completing, failing, releasing jobs; heartbeats):
+        their commits stop waiting for the disk. A stop of PostgreSQL without a clean
+        shutdown (a crash, a power loss) may then undo the last of them, up to three times
+        ``wal_writer_delay`` (0.6 s by default): a job recorded as done or failed is back as
+        taken by this worker, which gives it back when it reconnects, so it runs again; a
+        take is undone, so the job may run twice; a failure's attempt is undone, so one
+        more attempt may run. Never lost: an enqueued job (its commit is the application's),
+        and a job is never recorded done without having run. Transactional tasks complete
+        in their handler's transaction, which stays durable. See ``docs/workers.md``.
     """
 
     def __init__(
@@ -144,6 +154,7 @@ class Worker(service.Service):
         unknown_tasks: str = "skip",
         prune_interval: float | timedelta | None = 300.0,
         observer: WorkerObserver | None = None,
+        synchronous_commit: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(tasks, TaskRegistry):
@@ -169,6 +180,11 @@ class Worker(service.Service):
             None if prune_interval is None else seconds("prune_interval", prune_interval)
         )
         self.observer = observer
+        if not isinstance(synchronous_commit, bool):
+            raise InvalidArgumentError(
+                "synchronous_commit", synchronous_commit, "it must be True or False"
+            )
+        self.synchronous_commit = synchronous_commit
         self.stats = WorkerStats()
         self._url = libpq_url(database)
 
@@ -238,6 +254,7 @@ class _Run:
             cancel_requests=self.cancel_requests,
             transactions=self.transactions,
             traced=self.spans is not None,
+            synchronous_commit=worker.synchronous_commit,
         )
         self.helpers: list[asyncio.Task[None]] = []
         # False after a reconnect (or after being given up for dead), until the jobs a lost
