@@ -10,10 +10,11 @@ import pytest
 
 pytest.importorskip("starlette", reason="the dashboard extra: pip install -e '.[dashboard]'")
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from sqla_pgjobs.dashboard import create_app  # noqa: E402
-from tests.helpers import SCHEMA  # noqa: E402
+from sqla_pgjobs.dashboard import create_app
+from tests.dashboard.workload import Workload, make_workload
+from tests.helpers import SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -48,3 +49,9 @@ def csrf_token(page: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match, "the page has no action form"
     return match.group(1)
+
+
+@pytest.fixture
+def workload(jobs_engine: Engine) -> Workload:
+    """The known workload (tests/dashboard/workload.py) in the test's database."""
+    return make_workload(jobs_engine)

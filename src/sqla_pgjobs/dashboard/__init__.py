@@ -6,6 +6,14 @@ Needs the ``dashboard`` extra: ``pip install 'sqla-pgjobs[dashboard]'``.
 
 from __future__ import annotations
 
+from sqla_pgjobs.errors import MissingExtraError
+
+try:
+    import jinja2  # noqa: F401
+    import starlette  # noqa: F401
+except ImportError as exc:  # pragma: no cover - the dev extra has them
+    raise MissingExtraError("The dashboard", "dashboard", exc.name or "starlette") from exc
+
 from sqla_pgjobs.dashboard.actions import ACTIONS
 from sqla_pgjobs.dashboard.app import create_app
 

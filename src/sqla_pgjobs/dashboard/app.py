@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sqla_pgjobs import admin
 from sqla_pgjobs import validation as check
 from sqla_pgjobs.dashboard import actions, charts, queries
 from sqla_pgjobs.dashboard.csrf import COOKIE, FIELD, CsrfTokens
@@ -132,10 +133,11 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        timestamp=_timestamp, duration=_duration, pretty_json=_pretty_json,
+        timestamp=_timestamp,
+        duration=_duration,
+        pretty_json=_pretty_json,
         short_json=_short_json,
         number=_number,
-    
     )
     return environment
 
@@ -162,9 +164,7 @@ class _Dashboard:
             if not write:
                 connection.execute(text("SET TRANSACTION READ ONLY"))
             connection.execute(
-                select(
-                    func.set_config("statement_timeout", str(self.statement_timeout_ms), True)
-                )
+                select(func.set_config("statement_timeout", str(self.statement_timeout_ms), True))
             )
             yield connection
 
@@ -277,7 +277,7 @@ class _Dashboard:
         return self.render(
             request,
             "jobs.html",
-            {"f": f, "result": result, "page": "jobs", "states": queries.admin.STATES},
+            {"f": f, "result": result, "page": "jobs", "states": admin.STATES},
         )
 
     def history(self, request: Request) -> Response:
@@ -297,8 +297,9 @@ class _Dashboard:
         if job_id < 2**63:
             detail = self.read(lambda c: queries.job_detail(c, job_id, self.tenant))
         if detail is None:
-            raise HTTPException(404, f"There is no job {job_id} (finished jobs whose history "
-                                "was pruned are gone).")
+            raise HTTPException(
+                404, f"There is no job {job_id} (finished jobs whose history was pruned are gone)."
+            )
         return self.render(request, "job.html", {"job": detail, "page": "jobs"})
 
     def workers(self, request: Request) -> Response:
@@ -345,8 +346,9 @@ class _Dashboard:
         if action in actions.QUEUE_ACTIONS:
             if self.tenant is not None:
                 raise HTTPException(
-                    403, "A dashboard limited to one tenant cannot pause or resume queues: "
-                    "queues are shared by every tenant."
+                    403,
+                    "A dashboard limited to one tenant cannot pause or resume queues: "
+                    "queues are shared by every tenant.",
                 )
             queue = check.check_name("queue", fields.get("queue"))
             assert queue is not None
@@ -358,7 +360,9 @@ class _Dashboard:
         if scope == "filter":
             f = queries.parse_filter(fields)
             if self.tenant is not None and f.tenant not in (None, self.tenant):
-                raise queries.BadInput("tenant", str(f.tenant), "this dashboard acts on one tenant only")
+                raise queries.BadInput(
+                    "tenant", str(f.tenant), "this dashboard acts on one tenant only"
+                )
             ids = self.read(lambda c: queries.matching_ids(c, f, self.tenant, cap=BULK_LIMIT))
             described = ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
         elif scope == "job":
@@ -366,7 +370,9 @@ class _Dashboard:
             try:
                 ids = [check.check_id("job_id", int(raw))]
             except (ValueError, InvalidArgumentError):
-                raise queries.BadInput("job_id", raw, "it must be a job id (a positive whole number)") from None
+                raise queries.BadInput(
+                    "job_id", raw, "it must be a job id (a positive whole number)"
+                ) from None
             ids = self.read(lambda c: queries.owned_ids(c, ids, self.tenant))
             if not ids:
                 raise HTTPException(404, f"There is no job {raw}.")
@@ -394,7 +400,10 @@ class _Dashboard:
         else:  # pragma: no cover - Starlette routes only the types registered below
             raise exc
         return await run_in_threadpool(
-            self.render, request, "error.html", {"status": status, "message": message, "page": ""},
+            self.render,
+            request,
+            "error.html",
+            {"status": status, "message": message, "page": ""},
             status,
         )
 
@@ -433,9 +442,17 @@ def create_app(
     tenant_id = check.check_tenant("tenant", tenant)
     timeout_ms = int(statement_timeout.total_seconds() * 1000)
     if timeout_ms < 1:
-        raise InvalidArgumentError("statement_timeout", statement_timeout, "it must be at least 1 ms")
-    if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, int) or refresh_seconds < 0:
-        raise InvalidArgumentError("refresh_seconds", refresh_seconds, "it must be a whole number of seconds, 0 or more")
+        raise InvalidArgumentError(
+            "statement_timeout", statement_timeout, "it must be at least 1 ms"
+        )
+    if (
+        isinstance(refresh_seconds, bool)
+        or not isinstance(refresh_seconds, int)
+        or refresh_seconds < 0
+    ):
+        raise InvalidArgumentError(
+            "refresh_seconds", refresh_seconds, "it must be a whole number of seconds, 0 or more"
+        )
     dashboard = _Dashboard(
         engine=engine,
         read_only=read_only,

@@ -15,7 +15,6 @@ parameters only (no SQL is built from a request), each kept cheap on large table
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from sqla_pgjobs.tables import (
 )
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import Mapping
 
     from sqlalchemy.engine import Connection
@@ -299,7 +299,10 @@ def _page(
         where.append(table.c.id < f.before)
     rows = list(
         connection.execute(
-            select(*columns).where(and_(True, *where)).order_by(table.c.id.desc()).limit(f.limit + 1)
+            select(*columns)
+            .where(and_(True, *where))
+            .order_by(table.c.id.desc())
+            .limit(f.limit + 1)
         ).mappings()
     )
     more = len(rows) > f.limit
@@ -402,7 +405,9 @@ def _first_history_id(connection: Connection, cutoff: datetime) -> int | None:
     ).scalar()
     if rows is None or rows < HISTORY_SCAN_ROWS:
         return None
-    low, high = connection.execute(select(func.min(job_history.c.id), func.max(job_history.c.id))).one()
+    low, high = connection.execute(
+        select(func.min(job_history.c.id), func.max(job_history.c.id))
+    ).one()
     if low is None:
         return None
     high += 1
@@ -632,7 +637,9 @@ def job_detail(connection: Connection, job_id: int, tenant: uuid.UUID | None) ->
     if live is not None:
         if live.locked_at:
             timeline.append(
-                TimelineEntry(live.locked_at, f"attempt {live.attempts} started on {live.locked_by}")
+                TimelineEntry(
+                    live.locked_at, f"attempt {live.attempts} started on {live.locked_by}"
+                )
             )
         elif live.state in ("due", "delayed"):
             label = "runs" if live.attempts == 0 else f"attempt {live.attempts + 1} runs"
