@@ -388,16 +388,19 @@ def _enqueue_again(connection: Connection, job_ids: Sequence[int]) -> dict[int, 
     recorded finish is one of RETRYABLE_OUTCOMES; their new ids."""
     if not job_ids:
         return {}
+    # The last finish of each job: a window rather than DISTINCT ON, whose spelling
+    # SQLAlchemy 2.1 changed (select().distinct(column) is deprecated there).
+    newest_first = func.row_number().over(
+        partition_by=job_history.c.job_id, order_by=job_history.c.id.desc()
+    )
     last = (
-        select(job_history)
+        select(job_history, newest_first.label("newest_first"))
         .where(job_history.c.job_id.in_(job_ids))
         .where(~exists().where(jobs.c.id == job_history.c.job_id))
-        .order_by(job_history.c.job_id, job_history.c.id.desc())
-        .distinct(job_history.c.job_id)
         .subquery()
     )
     finishes = connection.execute(
-        select(last).where(last.c.outcome.in_(RETRYABLE_OUTCOMES))
+        select(last).where(last.c.newest_first == 1, last.c.outcome.in_(RETRYABLE_OUTCOMES))
     ).mappings()
     new_ids: dict[int, int] = {}
     for finish in finishes:
