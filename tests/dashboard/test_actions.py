@@ -39,9 +39,9 @@ def outcomes(engine: Engine, job_id: int) -> list[str]:
         row.outcome
         for row in execute(
             engine,
-            sql("SELECT outcome FROM app_jobs.job_history WHERE job_id = :id ORDER BY id").bindparams(
-                id=job_id
-            ),
+            sql(
+                "SELECT outcome FROM app_jobs.job_history WHERE job_id = :id ORDER BY id"
+            ).bindparams(id=job_id),
         )
     ]
 
@@ -81,27 +81,53 @@ def test_retry_of_a_finished_job_enqueues_it_again(
     client: TestClient, workload: Workload, jobs_engine: Engine
 ) -> None:
     [finished] = execute(
-        jobs_engine, sql("SELECT job_id FROM app_jobs.job_history WHERE outcome = 'completed' LIMIT 1")
+        jobs_engine,
+        sql("SELECT job_id FROM app_jobs.job_history WHERE outcome = 'completed' LIMIT 1"),
     )
     page = f"/jobs/{finished.job_id}"
     assert 'data-action="retry"' not in client.get(page).text  # completed: nothing to retry
-    execute(jobs_engine, sql("UPDATE app_jobs.job_history SET outcome = 'cancelled' WHERE job_id = :id").bindparams(id=finished.job_id))
+    execute(
+        jobs_engine,
+        sql("UPDATE app_jobs.job_history SET outcome = 'cancelled' WHERE job_id = :id").bindparams(
+            id=finished.job_id
+        ),
+    )
     done = act(client, "retry", page, scope="job", job_id=str(finished.job_id))
     new_id = int(re.search(rf"{finished.job_id} → (\d+)", done)[1])  # type: ignore[index]
     assert job(jobs_engine, new_id).due
 
 
-def test_cancel_delete_and_run_now(client: TestClient, workload: Workload, jobs_engine: Engine) -> None:
-    act(client, "cancel", f"/jobs/{workload.account_job}", scope="job", job_id=str(workload.account_job))
+def test_cancel_delete_and_run_now(
+    client: TestClient, workload: Workload, jobs_engine: Engine
+) -> None:
+    act(
+        client,
+        "cancel",
+        f"/jobs/{workload.account_job}",
+        scope="job",
+        job_id=str(workload.account_job),
+    )
     assert job(jobs_engine, workload.account_job) is None
     assert outcomes(jobs_engine, workload.account_job) == ["cancelled"]
 
-    act(client, "delete", f"/jobs/{workload.traced_job}", scope="job", job_id=str(workload.traced_job))
+    act(
+        client,
+        "delete",
+        f"/jobs/{workload.traced_job}",
+        scope="job",
+        job_id=str(workload.traced_job),
+    )
     assert job(jobs_engine, workload.traced_job) is None
     assert outcomes(jobs_engine, workload.traced_job) == ["discarded"]
 
     assert not job(jobs_engine, workload.delayed_job).due
-    act(client, "run_now", f"/jobs/{workload.delayed_job}", scope="job", job_id=str(workload.delayed_job))
+    act(
+        client,
+        "run_now",
+        f"/jobs/{workload.delayed_job}",
+        scope="job",
+        job_id=str(workload.delayed_job),
+    )
     assert job(jobs_engine, workload.delayed_job).due
 
 
@@ -126,11 +152,15 @@ def test_bulk_actions_act_on_the_current_filter(
 
     done = act(client, "cancel", "/jobs", scope="filter", queue="a")
     assert "cancelled: 9" in done
-    [left] = execute(jobs_engine, sql("SELECT count(*) AS n FROM app_jobs.jobs WHERE queue_name = 'a'"))
+    [left] = execute(
+        jobs_engine, sql("SELECT count(*) AS n FROM app_jobs.jobs WHERE queue_name = 'a'")
+    )
     assert left.n == 0
 
 
-def test_pause_and_resume_a_queue(client: TestClient, workload: Workload, jobs_engine: Engine) -> None:
+def test_pause_and_resume_a_queue(
+    client: TestClient, workload: Workload, jobs_engine: Engine
+) -> None:
     queues = client.get("/queues").text
     assert 'data-action="pause"' in queues
     done = act(client, "pause", "/queues", queue="slow")
@@ -138,13 +168,17 @@ def test_pause_and_resume_a_queue(client: TestClient, workload: Workload, jobs_e
     queues = client.get("/queues").text
     slow = queues.split('<tr data-queue="slow">', 1)[1].split("</tr>", 1)[0]
     assert "paused" in slow and 'data-action="resume"' in slow
-    assert execute(jobs_engine, sql("SELECT name FROM app_jobs.pauses WHERE kind = 'queue'")) == [("slow",)]
+    assert execute(jobs_engine, sql("SELECT name FROM app_jobs.pauses WHERE kind = 'queue'")) == [
+        ("slow",)
+    ]
     assert "Paused queues: slow" in client.get("/").text
     act(client, "resume", "/queues", queue="slow")
     assert execute(jobs_engine, sql("SELECT name FROM app_jobs.pauses")) == []
 
 
-def test_actions_need_the_csrf_token(client: TestClient, workload: Workload, jobs_engine: Engine) -> None:
+def test_actions_need_the_csrf_token(
+    client: TestClient, workload: Workload, jobs_engine: Engine
+) -> None:
     form = {"scope": "job", "job_id": str(workload.failed_job), "confirmed": "yes"}
     client.get("/")  # the cookie is set
     refused = client.post("/actions/retry", data=form)
@@ -169,12 +203,17 @@ def test_read_only_shows_no_action_and_refuses_them(
     client = make_client(read_only=True)
     for path in ("/", "/jobs", "/queues", f"/jobs/{workload.failed_job}", "/jobs?state=failed"):
         page = client.get(path).text
-        assert "data-action" not in page and "<form method=\"post\"" not in page, path
+        assert "data-action" not in page and '<form method="post"' not in page, path
     assert 'id="read-only"' in client.get("/").text
     token = client.cookies.get("pgjobs_csrf")
     refused = client.post(
         "/actions/retry",
-        data={"csrf_token": token, "scope": "job", "job_id": str(workload.failed_job), "confirmed": "yes"},
+        data={
+            "csrf_token": token,
+            "scope": "job",
+            "job_id": str(workload.failed_job),
+            "confirmed": "yes",
+        },
     )
     assert refused.status_code == 403 and "read-only" in refused.text
     assert client.post("/actions/pause", data={"queue": "slow"}).status_code == 403
@@ -225,16 +264,26 @@ def test_a_tenant_dashboard_sees_and_acts_on_its_tenant_only(
     overview = client.get("/").text
     assert 'data-task="tenant_task"' in overview and 'data-task="mail"' not in overview
     assert client.get(f"/jobs/{workload.failed_job}").status_code == 404
-    assert client.get("/jobs", params={"tenant": "00000000-0000-0000-0000-000000000000"}).status_code == 400
+    assert (
+        client.get("/jobs", params={"tenant": "00000000-0000-0000-0000-000000000000"}).status_code
+        == 400
+    )
     token = csrf_token(client.get(f"/jobs/{mine.id}").text)
     other = client.post(
         "/actions/delete",
-        data={"csrf_token": token, "scope": "job", "job_id": str(workload.failed_job), "confirmed": "yes"},
+        data={
+            "csrf_token": token,
+            "scope": "job",
+            "job_id": str(workload.failed_job),
+            "confirmed": "yes",
+        },
     )
     assert other.status_code == 404
     assert job(jobs_engine, workload.failed_job) is not None
     assert 'data-action="pause"' not in client.get("/queues").text
-    paused = client.post("/actions/pause", data={"csrf_token": token, "queue": "slow", "confirmed": "yes"})
+    paused = client.post(
+        "/actions/pause", data={"csrf_token": token, "queue": "slow", "confirmed": "yes"}
+    )
     assert paused.status_code == 403
     # A bulk action of the tenant's dashboard takes the tenant's jobs only.
     act(client, "delete", "/jobs", scope="filter", queue="slow")

@@ -54,8 +54,10 @@ def test_the_overview_shows_what_the_database_holds(
         assert shown[(task, queue)]["finished_day"] == runs
         assert shown[(task, queue)]["finished_hour"] == runs
     assert shown[("boom", "fast")]["not_completed_day"] == 2
-    totals = {state: sum(n for (_, _, s), n in live.items() if s == state) for state in
-              ("due", "delayed", "running", "failed")}
+    totals = {
+        state: sum(n for (_, _, s), n in live.items() if s == state)
+        for state in ("due", "delayed", "running", "failed")
+    }
     for state, n in totals.items():
         assert f'id="total-{state}">{n}<' in response.text
     assert f'id="finished-day">{sum(finished.values())}<' in response.text
@@ -73,7 +75,9 @@ def test_the_overview_refreshes_itself_with_htmx(client: TestClient, workload: W
     assert "<html" not in partial.text
 
 
-def test_jobs_filter_by_state_task_queue_and_payload(client: TestClient, workload: Workload) -> None:
+def test_jobs_filter_by_state_task_queue_and_payload(
+    client: TestClient, workload: Workload
+) -> None:
     failed = job_ids(client.get("/jobs", params={"state": "failed"}).text)
     assert len(failed) == 4 and workload.failed_job in failed
     mail_a = job_ids(client.get("/jobs", params={"task": "mail", "queue": "a"}).text)
@@ -149,9 +153,10 @@ def test_links_work_under_a_mount_prefix(engine: Engine, workload: Workload) -> 
         assert client.get("/ops/jobs/static/htmx.min.js").status_code == 200
         jobs = client.get("/ops/jobs/jobs").text
         assert f'href="http://testserver/ops/jobs/jobs/{workload.hostile_job}"' in jobs
-        assert 'action="http://testserver/ops/jobs/actions/retry"' in client.get(
-            f"/ops/jobs/jobs/{workload.failed_job}"
-        ).text
+        assert (
+            'action="http://testserver/ops/jobs/actions/retry"'
+            in client.get(f"/ops/jobs/jobs/{workload.failed_job}").text
+        )
         cookie = client.cookies.jar
         assert [c.path for c in cookie if c.name == "pgjobs_csrf"] == ["/ops/jobs"]
 

@@ -86,7 +86,8 @@ def make_workload(engine: Engine) -> Workload:
         ),
     )
     [failed] = execute(
-        engine, sql("SELECT id FROM app_jobs.jobs WHERE task_identifier = 'boom' ORDER BY id LIMIT 1")
+        engine,
+        sql("SELECT id FROM app_jobs.jobs WHERE task_identifier = 'boom' ORDER BY id LIMIT 1"),
     )
     return Workload(account.id, hostile.id, failed.id, delayed.id, traced.id, trace_id)
 
