@@ -89,7 +89,8 @@ def test_every_page_sends_a_strict_csp_and_has_no_inline_script_or_style(
     [
         (
             {"state": "zombie"},
-            "state &#39;zombie&#39; is not allowed: it must be one of due, delayed, running, failed",
+            "state &#39;zombie&#39; is not allowed: it must be one of due, delayed, running, "
+            "failed",
         ),
         ({"payload": "{oops"}, "payload &#39;{oops&#39; is not allowed: it must be JSON"),
         ({"tenant": "acme"}, "tenant &#39;acme&#39; is not allowed: it must be a UUID"),
