@@ -159,7 +159,9 @@ def test_the_overview_shows_the_database_and_refreshes_itself(
     page.goto(base + "/")
     live = direct_counts(jobs_engine)
     for (task, queue, state), n in live.items():
-        cell = page.locator(f'tr[data-task="{task}"][data-queue="{queue}"] td[data-state="{state}"]')
+        cell = page.locator(
+            f'tr[data-task="{task}"][data-queue="{queue}"] td[data-state="{state}"]'
+        )
         assert cell.inner_text() == str(n), (task, queue, state)
     finished = finished_counts(jobs_engine)
     assert page.inner_text("#finished-day") == str(sum(finished.values()))
@@ -241,7 +243,9 @@ def test_cancel_and_pause_work(
     page.wait_for_selector("#confirm")
     page.click("#confirm")
     page.wait_for_selector("#summary")
-    assert execute(jobs_engine, sql("SELECT kind, name FROM app_jobs.pauses")) == [("queue", "slow")]
+    assert execute(jobs_engine, sql("SELECT kind, name FROM app_jobs.pauses")) == [
+        ("queue", "slow")
+    ]
     page.goto(f"{base}/queues")
     assert page.locator('tr[data-queue="slow"] [data-action="resume"]').count() == 1
     screenshots(page, "queues")
