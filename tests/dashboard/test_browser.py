@@ -168,7 +168,7 @@ def test_the_overview_shows_the_database_and_refreshes_itself(
     due = sum(n for (_, _, state), n in live.items() if state == "due")
     assert page.inner_text("#total-due") == str(due)
     assert page.evaluate("typeof window.htmx") == "object"
-    screenshots(page, "overview")
+    screenshots(page, "dashboard-overview")
     # htmx polls: a job enqueued now shows within a few seconds, without a reload.
     execute(jobs_engine, sql("INSERT INTO app_jobs.jobs (task_identifier) VALUES ('mail')"))
     # (Polled from here: wait_for_function evaluates a string, which the CSP forbids.)
@@ -191,8 +191,7 @@ def test_filtering_by_payload_finds_the_job(
     rows = page.locator("tr[data-job-id]")
     assert rows.count() == 1
     assert rows.first.get_attribute("data-job-id") == str(workload.account_job)
-    page.goto(base + "/jobs")
-    screenshots(page, "jobs")
+    screenshots(page, "dashboard-jobs")
 
 
 def test_retrying_a_failed_job_makes_it_pending(
@@ -204,10 +203,10 @@ def test_retrying_a_failed_job_makes_it_pending(
     page, base = open_page()
     page.goto(f"{base}/jobs/{workload.failed_job}")
     assert "RuntimeError: boom" in page.inner_text("body")
-    screenshots(page, "job")
+    screenshots(page, "dashboard-job")
     page.click('[data-action="retry"]')
     page.wait_for_selector("#confirm")
-    screenshots(page, "confirm")
+    screenshots(page, "dashboard-confirm")
     page.click("#confirm")
     page.wait_for_selector("#summary")
     [row] = execute(
@@ -248,7 +247,7 @@ def test_cancel_and_pause_work(
     ]
     page.goto(f"{base}/queues")
     assert page.locator('tr[data-queue="slow"] [data-action="resume"]').count() == 1
-    screenshots(page, "queues")
+    screenshots(page, "dashboard-queues")
 
 
 def test_read_only_mode_has_no_action_buttons(

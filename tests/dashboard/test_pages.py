@@ -184,3 +184,47 @@ def test_a_large_jobs_table_is_estimated_not_scanned(
     jobs = client.get("/jobs").text
     total = int(re.search(r"about ([\d,]+)", jobs)[1].replace(",", ""))  # type: ignore[index]
     assert 50_000 < total < 70_000
+
+
+def test_the_last_day_counts_from_24_hours_ago_on_a_small_and_a_large_history(
+    make_client: Callable[..., TestClient], jobs_engine: Engine
+) -> None:
+    """The day's finishes reach back 24 hours (into the hour before the charts' first
+    bar); above 50,000 rows they are read from the first id of the day on (a binary search
+    over the primary key), with the same result."""
+    insert = (
+        "INSERT INTO app_jobs.job_history (job_id, task_identifier, payload, priority,"
+        " attempts, max_attempts, created_at, run_at, finished_at, outcome)"
+        " SELECT g, 'old', '{}', 0, 1, 1, t, t, t, 'completed'"
+        " FROM generate_series(1, :rows) g,"
+        " LATERAL (SELECT now() - interval '72 hours' * (1 - g::float / :rows) AS t) times"
+    )
+    execute(
+        jobs_engine,
+        sql(insert).bindparams(rows=60),
+        sql("ANALYZE app_jobs.job_history"),
+    )
+    client = make_client()
+
+    def shown() -> int:
+        page = client.get("/").text
+        return int(re.search(r'id="finished-day">([\d,]+)<', page)[1].replace(",", ""))  # type: ignore[index]
+
+    def direct() -> int:
+        rows = execute(
+            jobs_engine,
+            sql(
+                "SELECT count(*) FROM app_jobs.job_history"
+                " WHERE finished_at >= now() - interval '24 hours'"
+            ),
+        )
+        return int(rows[0][0])
+
+    assert shown() == direct() == 20
+    execute(
+        jobs_engine,
+        sql("TRUNCATE app_jobs.job_history"),
+        sql(insert).bindparams(rows=60_000),
+        sql("ANALYZE app_jobs.job_history"),
+    )
+    assert shown() == direct() == 20_000

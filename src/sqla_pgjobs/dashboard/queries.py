@@ -467,8 +467,9 @@ def overview(connection: Connection, tenant: uuid.UUID | None) -> Overview:
 
     day_start = now - timedelta(hours=HOURS)
     first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
-    conditions: list[ColumnElement[bool]] = [job_history.c.finished_at >= first_hour]
-    first_id = _first_history_id(connection, first_hour)
+    # The last 24 hours reach back into the hour before the charts' first bar.
+    conditions: list[ColumnElement[bool]] = [job_history.c.finished_at >= day_start]
+    first_id = _first_history_id(connection, day_start)
     if first_id is not None:
         conditions.append(job_history.c.id >= first_id)
     if tenant is not None:
