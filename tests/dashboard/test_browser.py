@@ -125,7 +125,7 @@ def open_page(browser: Any, engine: Engine) -> Iterator[Callable[..., tuple[Any,
 
     def open_(**options: Any) -> tuple[Any, str]:
         base = stack.enter_context(served(create_app(engine, schema=SCHEMA, **options)))
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        context = browser.new_context(viewport={"width": 1280, "height": 600})
         context.add_init_script(INIT_SCRIPT)
         stack.callback(context.close)
         page = context.new_page()
