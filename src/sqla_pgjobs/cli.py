@@ -409,6 +409,11 @@ def demo(
     (pip install 'sqla-pgjobs[demo]') and removed afterwards.
     """
     from sqla_pgjobs.demo import run_demo
+    from sqla_pgjobs.validation import check_port
+
+    if with_dashboard:
+        with _reported(usage=True):
+            check_port("--dashboard-port", dashboard_port)
 
     with _reported():
         ok = run_demo(

@@ -307,3 +307,36 @@ def test_bad_action_input_is_a_400_naming_it(
     assert response.status_code == 400
     assert message in response.text
     assert client.post("/actions/explode", data={"csrf_token": token}).status_code == 404
+
+
+def test_bulk_retry_of_finished_jobs_enqueues_them_again(
+    client: TestClient, workload: Workload, jobs_engine: Engine
+) -> None:
+    execute(
+        jobs_engine,
+        sql("UPDATE app_jobs.job_history SET outcome = 'cancelled' WHERE task_identifier = 'ok'"),
+        sql("DELETE FROM app_jobs.jobs WHERE task_identifier = 'boom'"),
+    )
+    listing = client.get("/history", params={"task": "ok"}).text
+    assert 'data-action="bulk-retry"' in listing
+    token = csrf_token(listing)
+    confirm = client.post(
+        "/actions/retry", data={"csrf_token": token, "scope": "history", "task": "ok"}
+    )
+    assert "4 jobs (finished, task = ok)" in confirm.text
+    done = act(client, "retry", "/history?task=ok", scope="history", task="ok")
+    assert done.count(" → ") == 4
+    [row] = execute(
+        jobs_engine, sql("SELECT count(*) FROM app_jobs.jobs WHERE task_identifier = 'ok'")
+    )
+    assert row[0] == 4
+    # Completed runs are not enqueued again; only retry applies to finished jobs.
+    again = client.post(
+        "/actions/retry",
+        data={"csrf_token": token, "scope": "history", "outcome": "completed"},
+    )
+    assert "0 jobs" in again.text and 'id="confirm"' not in again.text
+    refused = client.post(
+        "/actions/delete", data={"csrf_token": token, "scope": "history", "task": "ok"}
+    )
+    assert refused.status_code == 400 and "finished jobs can only be retried" in refused.text

@@ -228,3 +228,21 @@ def test_the_last_day_counts_from_24_hours_ago_on_a_small_and_a_large_history(
         sql("ANALYZE app_jobs.job_history"),
     )
     assert shown() == direct() == 20_000
+
+
+def test_a_query_past_the_statement_timeout_is_a_503_saying_what_to_do(
+    make_client: Callable[..., TestClient], jobs_engine: Engine
+) -> None:
+    from datetime import timedelta
+
+    execute(
+        jobs_engine,
+        sql(
+            "INSERT INTO app_jobs.jobs (task_identifier, payload)"
+            " SELECT 'bulk', json_build_object('n', i) FROM generate_series(1, 200000) i"
+        ),
+    )
+    client = make_client(statement_timeout=timedelta(milliseconds=5))
+    response = client.get("/jobs", params={"payload": '{"n": -1}'})
+    assert response.status_code == 503
+    assert "statement timeout (5 ms)" in response.text and "narrow the filter" in response.text

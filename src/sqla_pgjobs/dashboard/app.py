@@ -365,6 +365,18 @@ class _Dashboard:
                 )
             ids = self.read(lambda c: queries.matching_ids(c, f, self.tenant, cap=BULK_LIMIT))
             described = ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
+        elif scope == "history":
+            if action != "retry":
+                raise queries.BadInput("scope", scope, "finished jobs can only be retried")
+            f = queries.parse_filter(fields, finished=True)
+            if self.tenant is not None and f.tenant not in (None, self.tenant):
+                raise queries.BadInput(
+                    "tenant", str(f.tenant), "this dashboard acts on one tenant only"
+                )
+            ids = self.read(lambda c: queries.finished_ids(c, f, self.tenant, cap=BULK_LIMIT))
+            described = "finished, " + (
+                ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
+            )
         elif scope == "job":
             raw = fields.get("job_id", "")
             try:
@@ -378,7 +390,7 @@ class _Dashboard:
                 raise HTTPException(404, f"There is no job {raw}.")
             described = f"job {ids[0]}"
         else:
-            raise queries.BadInput("scope", scope, "it must be job or filter")
+            raise queries.BadInput("scope", scope, "it must be job, filter or history")
         if not confirmed:
             what = (
                 f"{len(ids):,} job{'s' if len(ids) != 1 else ''} ({described}) will "

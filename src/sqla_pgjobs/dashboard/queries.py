@@ -344,6 +344,23 @@ def matching_ids(
     return [row.id for row in rows]
 
 
+def finished_ids(
+    connection: Connection, f: JobFilter, tenant: uuid.UUID | None, *, cap: int
+) -> list[int]:
+    """The job ids of at most ``cap`` finished runs matching ``f`` that retry can enqueue
+    again (failed, cancelled or discarded, and no longer in the queue), newest first."""
+    conditions = _conditions(job_history, f, tenant, "finished_at")
+    conditions.append(job_history.c.outcome.in_(admin.RETRYABLE_OUTCOMES))
+    newest = (
+        select(job_history.c.job_id, func.max(job_history.c.id).label("last"))
+        .where(and_(True, *conditions))
+        .group_by(job_history.c.job_id)
+        .order_by(func.max(job_history.c.id).desc())
+        .limit(cap)
+    )
+    return [row.job_id for row in connection.execute(newest)]
+
+
 def owned_ids(connection: Connection, job_ids: list[int], tenant: uuid.UUID | None) -> list[int]:
     """Of ``job_ids``, those of ``tenant`` (live or finished): a dashboard limited to a
     tenant acts on nothing else. All of them when there is no tenant."""
