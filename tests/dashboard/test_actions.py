@@ -70,6 +70,7 @@ def test_retry_makes_a_failed_job_pending(
         "/actions/retry", data={"csrf_token": token, "scope": "job", "job_id": workload.failed_job}
     )
     assert "1 job (job " in confirm.text
+    assert f'href="/jobs/{workload.failed_job}" class="reset" id="cancel-confirm"' in confirm.text
     before = job(jobs_engine, workload.failed_job)
     assert before.attempts == before.max_attempts  # the confirmation step did nothing
     act(client, "retry", page, scope="job", job_id=str(workload.failed_job))

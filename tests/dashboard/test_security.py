@@ -79,9 +79,7 @@ def test_every_page_sends_a_strict_csp_and_has_no_inline_script_or_style(
         tags = _Tags()
         tags.feed(page)
         assert not tags.inline, (path, tags.inline)
-        assert "http://" not in re.sub(r'"http://testserver/[^"]*"', "", page).replace(
-            'xmlns="http://www.w3.org/2000/svg"', ""
-        ), path
+        assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', ""), path
 
 
 @pytest.mark.parametrize(

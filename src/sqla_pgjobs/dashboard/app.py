@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,10 +220,12 @@ class _Dashboard:
             return cache[action]
 
         def url(route: str, params: Mapping[str, Any] | None = None, **path: Any) -> str:
+            # A path from the root (the mount's prefix included), without the host: the
+            # Host header does not reach the links, and they work behind a proxy.
             address = request.url_for(route, **path)
             if params:
                 address = address.include_query_params(**params)
-            return str(address)
+            return address.path + (f"?{address.query}" if address.query else "")
 
         page = self.templates.get_template(name).render(
             request=request,
@@ -354,7 +356,10 @@ class _Dashboard:
             assert queue is not None
             if not confirmed:
                 what = f"Queue {queue} will {actions.EXPLAINED[action]}."
-                return self.render(request, "confirm.html", {**base, "what": what, "count": 1})
+                back = _Back("queues")
+                return self.render(
+                    request, "confirm.html", {**base, "what": what, "count": 1, "back": back}
+                )
             summary = self.write(lambda c: actions.on_queue(c, action, queue))
             return self.render(request, "done.html", {**base, "summary": summary})
         if scope == "filter":
@@ -365,6 +370,7 @@ class _Dashboard:
                 )
             ids = self.read(lambda c: queries.matching_ids(c, f, self.tenant, cap=BULK_LIMIT))
             described = ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
+            back = _Back("jobs", f.params())
         elif scope == "history":
             if action != "retry":
                 raise queries.BadInput("scope", scope, "finished jobs can only be retried")
@@ -374,6 +380,7 @@ class _Dashboard:
                     "tenant", str(f.tenant), "this dashboard acts on one tenant only"
                 )
             ids = self.read(lambda c: queries.finished_ids(c, f, self.tenant, cap=BULK_LIMIT))
+            back = _Back("history", f.params())
             described = "finished, " + (
                 ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
             )
@@ -389,6 +396,7 @@ class _Dashboard:
             if not ids:
                 raise HTTPException(404, f"There is no job {raw}.")
             described = f"job {ids[0]}"
+            back = _Back("job", path={"job_id": ids[0]})
         else:
             raise queries.BadInput("scope", scope, "it must be job, filter or history")
         if not confirmed:
@@ -398,7 +406,9 @@ class _Dashboard:
             )
             if len(ids) == BULK_LIMIT:
                 what += f" At most {BULK_LIMIT:,} jobs are acted on at once: repeat for more."
-            return self.render(request, "confirm.html", {**base, "what": what, "count": len(ids)})
+            return self.render(
+                request, "confirm.html", {**base, "what": what, "count": len(ids), "back": back}
+            )
         summary = self.write(lambda c: actions.on_jobs(c, action, ids))
         return self.render(request, "done.html", {**base, "summary": summary})
 
@@ -418,6 +428,15 @@ class _Dashboard:
             {"status": status, "message": message, "page": ""},
             status,
         )
+
+
+@dataclass(frozen=True)
+class _Back:
+    """Where a confirmation page's "Cancel" leads: the page the action came from."""
+
+    route: str
+    params: dict[str, str] = field(default_factory=dict)
+    path: dict[str, Any] = field(default_factory=dict)
 
 
 def _label(action: str) -> str:
