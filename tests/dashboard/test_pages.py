@@ -120,7 +120,7 @@ def test_the_job_page_shows_payload_errors_timeline_and_trace(
     failed = client.get(f"/jobs/{workload.failed_job}").text
     assert "RuntimeError: boom: the traceback shows in the dashboard" in failed
     assert "Traceback" in failed
-    assert "failed after 1 attempts" in failed
+    assert "failed after 1 attempt" in failed
     assert "enqueued" in failed
     traced = client.get(f"/jobs/{workload.traced_job}").text
     assert f"<code>{workload.trace_id}</code>" in traced

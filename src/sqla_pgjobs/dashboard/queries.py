@@ -520,15 +520,13 @@ def overview(connection: Connection, tenant: uuid.UUID | None) -> Overview:
         row.not_completed_day += finish["not_completed_day"]
         finished_hour += finish["last_hour"]
         finished_day += finish["last_day"]
-        tally = hourly.setdefault(finish["hour"], [0, 0])
+        tally = hourly.setdefault(finish["hour"].astimezone(UTC), [0, 0])
         tally[0] += finish["completed"]
         tally[1] += finish["runs"] - finish["completed"]
     buckets = []
     for index in range(HOURS):
         start = first_hour + timedelta(hours=index)
-        done, not_done = next(
-            (v for k, v in hourly.items() if k.astimezone(UTC) == start.astimezone(UTC)), [0, 0]
-        )
+        done, not_done = hourly.get(start.astimezone(UTC), [0, 0])
         buckets.append(Bucket(start.astimezone(UTC), done, not_done))
 
     workers = database_state.worker_counts(connection)
@@ -622,6 +620,10 @@ def _trace_id(context: Any) -> str | None:
     return None
 
 
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
 def job_detail(connection: Connection, job_id: int, tenant: uuid.UUID | None) -> JobDetail | None:
     """One job (live or finished), or None when there is no such job (for ``tenant``)."""
     live = admin.show_job(connection, job_id)
@@ -650,7 +652,9 @@ def job_detail(connection: Connection, job_id: int, tenant: uuid.UUID | None) ->
                 )
             )
         timeline.append(
-            TimelineEntry(finish.finished_at, f"{finish.outcome} after {finish.attempts} attempts")
+            TimelineEntry(
+                finish.finished_at, f"{finish.outcome} after {_attempts(finish.attempts)}"
+            )
         )
     if live is not None:
         if live.locked_at:
