@@ -6,7 +6,6 @@ level of grant_access (actions)."""
 from __future__ import annotations
 
 import html.parser
-import re
 from typing import TYPE_CHECKING
 
 import pytest
