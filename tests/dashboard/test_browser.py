@@ -155,6 +155,21 @@ def test_the_overview_shows_the_database_and_refreshes_itself(
     jobs_engine: Engine,
     screenshots: Callable[[Any, str], None],
 ) -> None:
+    # A day of finished runs, so that the charts have something to draw.
+    execute(
+        jobs_engine,
+        sql(
+            "INSERT INTO app_jobs.job_history (job_id, task_identifier, queue_name, payload,"
+            " priority, attempts, max_attempts, created_at, run_at, started_at, finished_at,"
+            " outcome)"
+            " SELECT 100000 + g, 'ok', 'fast', '{}', 0, 1, 25, t, t - (g % 7) * interval '0.3 s',"
+            " t - interval '0.05 s', t,"
+            " CASE WHEN g % 9 = 0 OR (g BETWEEN 200 AND 230) THEN 'failed' ELSE 'completed' END"
+            " FROM generate_series(1, 540) g,"
+            " LATERAL (SELECT now() - g * interval '2.5 minutes' * (1 + sin(g / 40.0) / 3)) AS f(t)"
+            " WHERE g * 2.5 * (1 + sin(g / 40.0) / 3) < 23 * 60"
+        ),
+    )
     page, base = open_page(refresh_seconds=1)
     page.goto(base + "/")
     live = direct_counts(jobs_engine)

@@ -63,7 +63,8 @@ def test_the_overview_shows_what_the_database_holds(
     assert f'id="finished-day">{sum(finished.values())}<' in response.text
     assert 'id="workers-alive">1/1<' in response.text
     # The charts are SVG drawn on the server: one bar group per hour with finishes.
-    assert response.text.count('<svg class="chart"') == 2
+    assert response.text.count('<svg class="chart"') == 3
+    assert 'class="bar-wait"' in response.text  # the runs waited, a little
     assert "6 runs" in response.text or "4 completed, 2 not completed" in response.text
 
 

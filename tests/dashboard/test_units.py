@@ -69,3 +69,18 @@ def test_a_filter_reads_back_as_the_same_query() -> None:
     assert f.payload == {"a": 1} and f.since == datetime(2026, 12, 7, 10, tzinfo=UTC)
     assert queries.parse_filter(f.params()) == f
     assert f.narrowed and not queries.parse_filter({}).narrowed
+
+
+def test_the_wait_chart_draws_the_95th_percentile_with_the_median() -> None:
+    start = datetime(2026, 12, 7, tzinfo=UTC)
+    buckets = [
+        charts.Bucket(start, 1, 0, wait_p50=0.002, wait_p95=0.009),
+        charts.Bucket(start + timedelta(hours=1), 0, 0),
+        charts.Bucket(start + timedelta(hours=2), 5, 0, wait_p50=30.0, wait_p95=90.0),
+    ]
+    svg = charts.wait_chart(buckets)
+    assert svg.count('class="bar-wait"') == 2 and svg.count('class="median"') == 2
+    assert ">100.0 s<" in svg  # the axis: 90 s rounded up
+    assert "median 30.0 s, 95th percentile 90.0 s" in svg
+    small = charts.wait_chart(buckets[:1])
+    assert ">10 ms<" in small

@@ -261,6 +261,7 @@ class _Dashboard:
             "data": data,
             "throughput": charts.throughput_chart(data.buckets),
             "failure_rate": charts.failure_rate_chart(data.buckets),
+            "wait": charts.wait_chart(data.buckets),
             "page": "overview",
         }
         live = request.headers.get("hx-request") == "true"

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["Bucket", "failure_rate_chart", "throughput_chart"]
+__all__ = ["Bucket", "failure_rate_chart", "throughput_chart", "wait_chart"]
 
-WIDTH = 720
-HEIGHT = 180
-LEFT = 44  # room for the y axis labels
+WIDTH = 480
+HEIGHT = 200
+LEFT = 50  # room for the y axis labels
 BOTTOM = 22  # room for the x axis labels
 TOP = 10
 
@@ -31,6 +31,9 @@ class Bucket:
     start: datetime
     completed: int
     failed: int  # failed, cancelled and discarded: every finish that was not a success
+    # How long the runs that started waited past their run_at, in seconds (None: no run).
+    wait_p50: float | None = None
+    wait_p95: float | None = None
 
     @property
     def total(self) -> int:
@@ -65,7 +68,7 @@ def _frame(title: str, top_label: str, buckets: Sequence[Bucket], body: list[str
     ]
     step = (WIDTH - LEFT) / max(len(buckets), 1)
     for index, bucket in enumerate(buckets):
-        if index % 3 == 0:
+        if index % 6 == 0:
             x = LEFT + index * step + step / 2
             parts.append(
                 f'<text class="label" x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
@@ -122,3 +125,41 @@ def failure_rate_chart(
             f'y="{TOP + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}"/></g>'
         )
     return _frame(title, "100%", buckets, body)
+
+
+def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.0f} min"
+
+
+def wait_chart(
+    buckets: Sequence[Bucket], *, title: str = "Wait past run_at before starting, per hour"
+) -> Markup:
+    """Per hour, how long runs waited for a worker past their run_at: a bar to the 95th
+    percentile, the median marked on it (no bar for an hour without runs)."""
+    plot_h = HEIGHT - TOP - BOTTOM
+    ceiling = max((b.wait_p95 or 0.0 for b in buckets), default=0.0)
+    ceiling = _nice_ceiling(ceiling * 1000) / 1000 if ceiling < 1 else _nice_ceiling(ceiling)
+    step = (WIDTH - LEFT) / max(len(buckets), 1)
+    bar_w = max(step - 3, 1)
+    body = []
+    for index, bucket in enumerate(buckets):
+        if bucket.wait_p95 is None or bucket.wait_p50 is None:
+            continue
+        x = LEFT + index * step + 1.5
+        high = plot_h * min(bucket.wait_p95 / ceiling, 1.0)
+        middle = TOP + plot_h - plot_h * min(bucket.wait_p50 / ceiling, 1.0)
+        tip = escape(
+            f"{bucket.start:%Y-%m-%d %H:%M}: median {_seconds(bucket.wait_p50)}, "
+            f"95th percentile {_seconds(bucket.wait_p95)}"
+        )
+        body.append(
+            f'<g><title>{tip}</title><rect class="bar-wait" x="{x:.1f}" '
+            f'y="{TOP + plot_h - high:.1f}" width="{bar_w:.1f}" height="{high:.1f}"/>'
+            f'<line class="median" x1="{x:.1f}" x2="{x + bar_w:.1f}" y1="{middle:.1f}" '
+            f'y2="{middle:.1f}"/></g>'
+        )
+    return _frame(title, _seconds(ceiling), buckets, body)

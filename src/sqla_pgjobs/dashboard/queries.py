@@ -523,11 +523,26 @@ def overview(connection: Connection, tenant: uuid.UUID | None) -> Overview:
         tally = hourly.setdefault(finish["hour"].astimezone(UTC), [0, 0])
         tally[0] += finish["completed"]
         tally[1] += finish["runs"] - finish["completed"]
+    # The wait of each run that started: from its run_at to its (last) start.
+    wait = func.extract("epoch", job_history.c.started_at - job_history.c.run_at)
+    waits = {
+        row.hour.astimezone(UTC): (max(0.0, row.p50), max(0.0, row.p95))
+        for row in connection.execute(
+            select(
+                hour,
+                func.percentile_cont(0.5).within_group(wait).label("p50"),
+                func.percentile_cont(0.95).within_group(wait).label("p95"),
+            )
+            .where(*conditions, job_history.c.started_at.is_not(None), hour >= first_hour)
+            .group_by(hour)
+        )
+    }
     buckets = []
     for index in range(HOURS):
-        start = first_hour + timedelta(hours=index)
-        done, not_done = hourly.get(start.astimezone(UTC), [0, 0])
-        buckets.append(Bucket(start.astimezone(UTC), done, not_done))
+        start = (first_hour + timedelta(hours=index)).astimezone(UTC)
+        done, not_done = hourly.get(start, [0, 0])
+        p50, p95 = waits.get(start, (None, None))
+        buckets.append(Bucket(start, done, not_done, p50, p95))
 
     workers = database_state.worker_counts(connection)
     lag = database_state.schedule_lag(connection)
