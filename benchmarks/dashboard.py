@@ -155,6 +155,11 @@ def main() -> None:
             "jobs, next page (keyset)": f"/jobs?before={jobs // 2}",
             "jobs, task and state": "/jobs?task=task_3&state=due",
             "jobs, queue and created since": "/jobs?queue=billing&since=2000-01-01T00:00",
+            "jobs, running (20 of them)": "/jobs?state=running",
+            "jobs, failed (none)": "/jobs?state=failed",
+            "jobs, delayed": "/jobs?state=delayed",
+            "jobs, key (none has one)": "/jobs?key=order:42",
+            "jobs, tenant (none has one)": "/jobs?tenant=5f0c6b1e-1d7a-4a53-9b8e-3f1f5b0f6e21",
             "jobs, payload contains (1 in 10,000 jobs)": f"/jobs?payload={ACCOUNT_42}",
             "jobs, payload contains and task (1 in 10,000)": (
                 f"/jobs?task=task_0&payload={ACCOUNT_42}"
