@@ -266,14 +266,19 @@ def test_cancel_and_pause_work(
 
 
 def test_read_only_mode_has_no_action_buttons(
-    open_page: Callable[..., tuple[Any, str]], workload: Workload
+    open_page: Callable[..., tuple[Any, str]],
+    workload: Workload,
+    screenshots: Callable[[Any, str], None],
 ) -> None:
     page, base = open_page(read_only=True)
-    for path in ("/", "/jobs", "/queues", f"/jobs/{workload.failed_job}"):
+    for path in ("/", "/jobs", "/history", "/queues", f"/jobs/{workload.failed_job}"):
         page.goto(base + path)
         assert page.locator("[data-action]").count() == 0, path
         assert page.locator('form[method="post"]').count() == 0, path
         assert page.is_visible("#read-only")
+    for name in ("workers", "schedules", "history"):
+        page.goto(f"{base}/{name}")
+        screenshots(page, f"dashboard-{name}")
 
 
 def test_a_post_without_the_csrf_token_is_refused(

@@ -100,6 +100,8 @@ def _duration(seconds: float | timedelta | None) -> str:
         return "—"
     if isinstance(seconds, timedelta):
         seconds = seconds.total_seconds()
+    if seconds < 0.001:
+        return "< 1 ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
@@ -120,6 +122,12 @@ def _short_json(value: Any, length: int = 80) -> str:
     return shown if len(shown) <= length else shown[: length - 1] + "…"
 
 
+def _first_line(value: str | None, length: int = 90) -> str:
+    """An error's first line (its message; the traceback is on the job's page)."""
+    line = (value or "").strip().split("\n", 1)[0]
+    return line if len(line) <= length else line[: length - 1] + "…"
+
+
 def _number(value: int) -> str:
     return f"{value:,}"
 
@@ -137,6 +145,7 @@ def _environment() -> jinja2.Environment:
         duration=_duration,
         pretty_json=_pretty_json,
         short_json=_short_json,
+        first_line=_first_line,
         number=_number,
     )
     return environment
