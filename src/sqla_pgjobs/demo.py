@@ -275,6 +275,7 @@ def _run(
     tally: _Tally,
     dashboard_port: int | None = None,
 ) -> bool:
+    lingered: bool | None = None  # with the dashboard: the summary, already shown
     with _database(database_url, echo) as url, contextlib.ExitStack() as served:
         engine = create_job_engine(url, DEMO_SCHEMA)
         try:
@@ -297,16 +298,18 @@ def _run(
             finished = asyncio.run(_run_worker(url, engine, tasks, total, concurrency, echo))
             elapsed = time.monotonic() - started
             if dashboard_port is not None:
-                ok = _summary(expected, tally, finished, elapsed, echo, removed=False)
+                lingered = _summary(expected, tally, finished, elapsed, echo, removed=False)
                 echo("The dashboard stays up: press Ctrl-C to stop it and remove the schema.")
                 with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()
-                echo(f"Removed the {DEMO_SCHEMA!r} schema.")
-                return ok
+                served.close()  # the dashboard stops before its schema goes
         finally:
             with contextlib.suppress(Exception):
                 _uninstall(engine)
             engine.dispose()
+    if lingered is not None:
+        echo(f"Removed the {DEMO_SCHEMA!r} schema.")
+        return lingered
     return _summary(expected, tally, finished, elapsed, echo)
 
 
