@@ -314,3 +314,22 @@ def test_a_hostile_payload_does_not_execute(
     text = page.inner_text("#payload")
     for value in HOSTILE.values():
         assert value in text.replace('\\"', '"')
+
+
+def test_a_job_page_refreshes_itself(
+    open_page: Callable[..., tuple[Any, str]], workload: Workload, jobs_engine: Engine
+) -> None:
+    page, base = open_page(refresh_seconds=1)
+    page.goto(f"{base}/jobs/{workload.delayed_job}")
+    assert page.inner_text("h1 .state") == "delayed"
+    execute(
+        jobs_engine,
+        sql("UPDATE app_jobs.jobs SET run_at = now() WHERE id = :id").bindparams(
+            id=workload.delayed_job
+        ),
+    )
+    deadline = time.monotonic() + 10
+    while page.inner_text("h1 .state") != "due":
+        assert time.monotonic() < deadline, "the job page did not refresh"
+        page.wait_for_timeout(200)
+    assert page.locator("#job-live").count() == 1  # swapped in place, not nested

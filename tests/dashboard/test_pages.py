@@ -247,3 +247,16 @@ def test_a_query_past_the_statement_timeout_is_a_503_saying_what_to_do(
     response = client.get("/jobs", params={"payload": '{"n": -1}'})
     assert response.status_code == 503
     assert "statement timeout (5 ms)" in response.text and "narrow the filter" in response.text
+
+
+def test_a_live_job_and_the_workers_refresh_in_place(
+    client: TestClient, workload: Workload, jobs_engine: Engine
+) -> None:
+    job = client.get(f"/jobs/{workload.account_job}").text
+    assert (
+        f'hx-get="/jobs/{workload.account_job}" hx-trigger="every 5s" hx-select="#job-live"' in job
+    )
+    workers = client.get("/workers").text
+    assert 'hx-get="/workers" hx-trigger="every 5s" hx-select="#workers-live"' in workers
+    [finished] = execute(jobs_engine, sql("SELECT job_id FROM app_jobs.job_history LIMIT 1"))
+    assert "hx-get" not in client.get(f"/jobs/{finished.job_id}").text  # it will not change
