@@ -52,9 +52,11 @@ __all__ = [
     "list_pauses",
     "list_queues",
     "list_schedules",
+    "list_workers",
     "reschedule",
     "retry",
     "show_job",
+    "state_condition",
     "status",
 ]
 
@@ -193,7 +195,10 @@ def job_state(source: FromClause = jobs) -> ColumnElement[str]:
     ).label("state")
 
 
-def _state_condition(state: str) -> ColumnElement[bool]:
+def state_condition(state: str) -> ColumnElement[bool]:
+    """The condition on ``app_jobs.jobs`` for jobs in ``state`` (one of :data:`STATES`):
+    the rule of :func:`job_state`, written so that "running" can use the index of locked
+    jobs."""
     unlocked = jobs.c.locked_at.is_(None)
     alive = jobs.c.attempts < jobs.c.max_attempts
     return {
@@ -232,7 +237,7 @@ def status(connection: Connection) -> Status:
     totals = dict.fromkeys(STATES, 0)
     for count in depth:
         totals[count.state] += count.jobs
-    return Status(totals, depth, held, _workers(connection), list_schedules(connection))
+    return Status(totals, depth, held, list_workers(connection), list_schedules(connection))
 
 
 def list_queues(connection: Connection) -> list[QueueView]:
@@ -260,7 +265,8 @@ def list_pauses(connection: Connection) -> list[PauseView]:
     return [PauseView(**row) for row in rows.mappings()]
 
 
-def _workers(connection: Connection) -> list[WorkerView]:
+def list_workers(connection: Connection) -> list[WorkerView]:
+    """The registered workers, by id, and whether each is alive."""
     # app_jobs.alive_until: the schema's one rule for "alive" (a restart of PostgreSQL
     # counts as every worker's heartbeat).
     alive = fn.alive_until(workers.c.last_heartbeat, workers.c.heartbeat_timeout) >= func.now()
@@ -298,7 +304,7 @@ def list_jobs(
         raise InvalidArgumentError("state", state, f"it must be one of {', '.join(STATES)}")
     conditions = job_filters(jobs, task=task, queue=queue, tenant=tenant, key=key, payload=payload)
     if state is not None:
-        conditions.append(_state_condition(state))
+        conditions.append(state_condition(state))
     rows = connection.execute(
         select(jobs, job_state())
         .where(and_(True, *conditions))
@@ -382,16 +388,19 @@ def _enqueue_again(connection: Connection, job_ids: Sequence[int]) -> dict[int, 
     recorded finish is one of RETRYABLE_OUTCOMES; their new ids."""
     if not job_ids:
         return {}
+    # The last finish of each job: a window rather than DISTINCT ON, whose spelling
+    # SQLAlchemy 2.1 changed (select().distinct(column) is deprecated there).
+    newest_first = func.row_number().over(
+        partition_by=job_history.c.job_id, order_by=job_history.c.id.desc()
+    )
     last = (
-        select(job_history)
+        select(job_history, newest_first.label("newest_first"))
         .where(job_history.c.job_id.in_(job_ids))
         .where(~exists().where(jobs.c.id == job_history.c.job_id))
-        .order_by(job_history.c.job_id, job_history.c.id.desc())
-        .distinct(job_history.c.job_id)
         .subquery()
     )
     finishes = connection.execute(
-        select(last).where(last.c.outcome.in_(RETRYABLE_OUTCOMES))
+        select(last).where(last.c.newest_first == 1, last.c.outcome.in_(RETRYABLE_OUTCOMES))
     ).mappings()
     new_ids: dict[int, int] = {}
     for finish in finishes:

@@ -395,7 +395,23 @@ def _exit_if_handlers_still_run() -> None:
     help="How many plain jobs to enqueue.",
 )
 @click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(min=1))
-def demo(database_url: str | None, job_count: int, concurrency: int) -> None:
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Serve the web dashboard on 127.0.0.1 meanwhile, and keep it (and the demo's "
+    "schema) until Ctrl-C (needs pip install 'sqla-pgjobs[dashboard]').",
+)
+@click.option(
+    "--dashboard-port", default=8080, show_default=True, type=int, help="The dashboard's port."
+)
+def demo(
+    database_url: str | None,
+    job_count: int,
+    concurrency: int,
+    with_dashboard: bool,
+    dashboard_port: int,
+) -> None:
     """Enqueue a mix of jobs and run them with a worker, end to end.
 
     Plain, delayed, failing-then-retried and keyed (deduplicated) jobs, and jobs enqueued by
@@ -403,9 +419,20 @@ def demo(database_url: str | None, job_count: int, concurrency: int) -> None:
     (pip install 'sqla-pgjobs[demo]') and removed afterwards.
     """
     from sqla_pgjobs.demo import run_demo
+    from sqla_pgjobs.validation import check_port
+
+    if with_dashboard:
+        with _reported(usage=True):
+            check_port("--dashboard-port", dashboard_port)
 
     with _reported():
-        ok = run_demo(database_url, job_count=job_count, concurrency=concurrency, echo=click.echo)
+        ok = run_demo(
+            database_url,
+            job_count=job_count,
+            concurrency=concurrency,
+            echo=click.echo,
+            dashboard_port=dashboard_port if with_dashboard else None,
+        )
     if not ok:
         raise click.ClickException("the demo's summary does not add up (see above)")
 
@@ -510,6 +537,63 @@ def metrics(
     server.close()
     engine.dispose()
     logging.getLogger("sqla_pgjobs.metrics").info("metrics server stopped")
+
+
+@main.command()
+@DATABASE_URL
+@SCHEMA
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0: every interface; put authentication in front).",
+)
+@click.option("--port", default=8080, show_default=True, type=int, help="The port.")
+@click.option("--read-only", is_flag=True, help="Show no action and refuse every POST.")
+@click.option("--tenant", help="Show and act on this tenant's jobs only (a UUID).")
+@click.option(
+    "--secret-key",
+    envvar="PGJOBS_DASHBOARD_SECRET",
+    help="Signs the CSRF tokens (default: random per process). Default: $PGJOBS_DASHBOARD_SECRET.",
+)
+def dashboard(
+    database_url: str,
+    schema: str,
+    host: str,
+    port: int,
+    read_only: bool,
+    tenant: str | None,
+    secret_key: str | None,
+) -> None:
+    """Serve the web dashboard at http://HOST:PORT/ until SIGTERM or SIGINT.
+
+    Overview, jobs (filtered by state, task, queue, tenant, key, time and payload), job
+    pages, workers, schedules and queues, with actions (retry, cancel, delete, run now,
+    pause and resume) unless --read-only. It has no login of its own: keep it on
+    127.0.0.1, or mount sqla_pgjobs.dashboard.create_app in an app that authenticates.
+    Needs pip install 'sqla-pgjobs[dashboard]'.
+    """
+    from sqla_pgjobs.validation import check_port, check_tenant
+
+    with _reported(usage=True):
+        check_port("--port", port)
+        check_tenant("--tenant", tenant)
+    with _reported(schema):
+        from sqla_pgjobs.admin import list_pauses
+        from sqla_pgjobs.dashboard import create_app
+        from sqla_pgjobs.dashboard.server import serve
+        from sqla_pgjobs.database import create_job_engine
+
+        engine = create_job_engine(database_url, schema)
+        # The first read fails here, with the hint of a wrong URL or a missing schema.
+        with engine.connect() as connection:
+            list_pauses(connection)
+        app = create_app(
+            engine, schema=schema, read_only=read_only, tenant=tenant, secret_key=secret_key
+        )
+    click.echo(f"Dashboard at http://{host}:{port}/{' (read-only)' if read_only else ''}")
+    serve(app, host=host, port=port)
+    engine.dispose()
 
 
 @main.command()

@@ -4,6 +4,11 @@ It installs the job schema with the Alembic operations (in a schema of its own,
 ``pgjobs_demo``, reached through ``schema_translate_map``), creates a table with an
 enqueue trigger, enqueues a mix of jobs, runs a worker until every job is done, prints a
 summary that checks itself, and removes everything it created.
+
+With ``dashboard_port``, the web dashboard (:mod:`sqla_pgjobs.dashboard`) is served on
+127.0.0.1 from the start: the jobs wait :data:`DASHBOARD_HEAD_START` before the worker
+starts, so that a newcomer who opens it sees them pending, then running and finished; it
+stays up after the summary until Ctrl-C, and only then is the schema removed.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ DELAY = timedelta(seconds=2)
 KEYED_CALLS = 5
 ORDERS = 3
 FLAKY_JOBS = 2
+#: With the dashboard: seconds the jobs wait for the worker, to be seen pending first.
+DASHBOARD_HEAD_START = 5.0
 
 
 class _Tally:
@@ -245,15 +252,17 @@ def run_demo(
     job_count: int = 50,
     concurrency: int = 8,
     echo: Callable[[str], None] = print,
+    dashboard_port: int | None = None,
 ) -> bool:
-    """Run the demo; return whether everything added up."""
+    """Run the demo; return whether everything added up. ``dashboard_port``: serve the
+    dashboard on 127.0.0.1 at that port meanwhile, until Ctrl-C after the summary."""
     tally = _Tally()
     # The progress lines and the summary tell the story; the worker's own log would repeat
     # it (the first attempts of the uploads fail on purpose).
     worker_log = logging.getLogger("sqla_pgjobs.worker")
     level, worker_log.level = worker_log.level, logging.ERROR
     try:
-        return _run(database_url, job_count, concurrency, echo, tally)
+        return _run(database_url, job_count, concurrency, echo, tally, dashboard_port)
     finally:
         worker_log.setLevel(level)
 
@@ -264,27 +273,43 @@ def _run(
     concurrency: int,
     echo: Callable[[str], None],
     tally: _Tally,
+    dashboard_port: int | None = None,
 ) -> bool:
-    with _database(database_url, echo) as url:
+    lingered: bool | None = None  # with the dashboard: the summary, already shown
+    with _database(database_url, echo) as url, contextlib.ExitStack() as served:
         engine = create_job_engine(url, DEMO_SCHEMA)
         try:
             echo(f"Installing the job schema (op.create_pgjobs_schema) as {DEMO_SCHEMA!r}...")
             _install(engine)
             tasks = _tasks(tally)
             expected = _enqueue(engine, job_count, tasks)
+            if dashboard_port is not None:
+                served.callback(_serve_dashboard(engine, dashboard_port, echo).stop)
             total = _remaining(engine)[0]
             echo(
                 f"Enqueued {total} jobs: {job_count} emails, 3 reminders delayed by "
                 f"{DELAY.total_seconds():g} s, {FLAKY_JOBS} uploads that fail once, "
                 f"{KEYED_CALLS} calls for one keyed report, {ORDERS} orders shipped by a trigger."
             )
+            if dashboard_port is not None:
+                echo(f"The worker starts in {DASHBOARD_HEAD_START:g} s: watch the dashboard.")
+                time.sleep(DASHBOARD_HEAD_START)
             started = time.monotonic()
             finished = asyncio.run(_run_worker(url, engine, tasks, total, concurrency, echo))
             elapsed = time.monotonic() - started
+            if dashboard_port is not None:
+                lingered = _summary(expected, tally, finished, elapsed, echo, removed=False)
+                echo("The dashboard stays up: press Ctrl-C to stop it and remove the schema.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+                served.close()  # the dashboard stops before its schema goes
         finally:
             with contextlib.suppress(Exception):
                 _uninstall(engine)
             engine.dispose()
+    if lingered is not None:
+        echo(f"Removed the {DEMO_SCHEMA!r} schema.")
+        return lingered
     return _summary(expected, tally, finished, elapsed, echo)
 
 
@@ -294,6 +319,8 @@ def _summary(
     finished: bool,
     elapsed: float,
     echo: Callable[[str], None],
+    *,
+    removed: bool = True,
 ) -> bool:
     echo("")
     echo(f"{'task':<15}{'runs':>6}{'failed':>8}{'expected runs':>15}")
@@ -311,5 +338,16 @@ def _summary(
         if ok
         else "Something did not add up: see the table above."
     )
-    echo(f"Removed the {DEMO_SCHEMA!r} schema.")
+    if removed:
+        echo(f"Removed the {DEMO_SCHEMA!r} schema.")
     return ok
+
+
+def _serve_dashboard(engine: Engine, port: int, echo: Callable[[str], None]) -> Any:
+    from sqla_pgjobs.dashboard import create_app
+    from sqla_pgjobs.dashboard.server import BackgroundServer
+
+    app = create_app(engine, schema=DEMO_SCHEMA, refresh_seconds=1)
+    server = BackgroundServer(app, host="127.0.0.1", port=port).start()
+    echo(f"Dashboard at {server.url}")
+    return server

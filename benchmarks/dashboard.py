@@ -1,0 +1,197 @@
+"""Server time of the dashboard's pages on a large database (issue 20's target: at most
+100 ms each with 1,000,000 pending jobs and 1,000,000 history rows).
+
+    python benchmarks/dashboard.py                       # an embedded PostgreSQL (pgserver)
+    python benchmarks/dashboard.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+    python benchmarks/dashboard.py --quick               # a smoke run with tiny counts
+
+One fresh database is filled once: ``--jobs`` pending jobs (7 tasks in 3 queues, a tenth
+delayed, payloads ``{"account_id": i % 10000, ...}``, a few running) and ``--history``
+history rows finished over the last 30 days in id order (5% failed), then vacuumed and
+analyzed as autovacuum would. Each page is requested through Starlette's TestClient in
+this process (the request, the queries and the rendering: what the server spends), 3
+times to warm up and then ``--requests`` times; the table shows the median and the worst.
+See ``benchmarks/README.md`` ("Dashboard") for the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import psycopg
+import sqlalchemy
+from sqlalchemy import create_engine
+from starlette.testclient import TestClient
+
+from sqla_pgjobs.dashboard import create_app
+from sqla_pgjobs.database import libpq_url
+from sqla_pgjobs.schema import LATEST_VERSION, install, render
+from sqla_pgjobs.testing import (
+    create_database,
+    drop_database,
+    postgres_server,
+    unique_database_name,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import URL
+
+TARGET_MS = 100.0
+ACCOUNT_42 = "%7B%22account_id%22%3A42%7D"  # {"account_id":42}, URL-encoded
+
+
+@contextlib.contextmanager
+def fresh_database(server: URL) -> Iterator[URL]:
+    name = unique_database_name("pgjobs_dash_bench")
+    url = create_database(server, name)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        install(connection, version=LATEST_VERSION)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        drop_database(server, name)
+
+
+def fill(url: URL, jobs: int, history: int) -> int:
+    """The workload of the module doc; returns the id of a job with a history row."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        # Without the row triggers: each job of a queue would update that queue's row of
+        # job_queues, and a million updates of 3 rows in one transaction take many minutes
+        # (each walks the row's chain of versions the transaction made). The queue counts
+        # are written once afterwards, as the triggers would have kept them.
+        connection.execute("SET session_replication_role = replica")
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.jobs (task_identifier, queue_name, payload, run_at)"
+                " SELECT 'task_' || (i %% 7), (ARRAY['mail', 'billing', 'reports'])[i %% 3 + 1],"
+                " json_build_object('account_id', i %% 10000, 'n', i),"
+                " now() + CASE WHEN i %% 10 = 0 THEN interval '1 hour' ELSE interval '0' END"
+                " FROM generate_series(1, %s) i"
+            ),
+            [jobs],
+        )
+        connection.execute(
+            render(
+                "UPDATE app_jobs.jobs SET locked_at = now(), locked_by = 'bench-worker', "
+                "attempts = 1 WHERE id <= 20"
+            )
+        )
+        # Finished over the last 30 days, in id order, as workers write them.
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.job_history (job_id, task_identifier, queue_name, payload,"
+                " priority, attempts, max_attempts, created_at, run_at, first_started_at,"
+                " started_at, finished_at, outcome, last_error, worker_id)"
+                " SELECT %s + g, 'task_' || (g %% 7), 'mail', json_build_object('n', g), 0, 1,"
+                " 25, t, t, t, t, t, CASE WHEN g %% 20 = 0 THEN 'failed' ELSE 'completed' END,"
+                " CASE WHEN g %% 20 = 0 THEN 'RuntimeError: boom' END, 'bench-worker'"
+                " FROM generate_series(1, %s) g,"
+                " LATERAL (SELECT now() - (%s - g) * (interval '30 days' / %s) AS t) times"
+            ),
+            [jobs, history, history, history],
+        )
+        connection.execute(
+            render(
+                "INSERT INTO app_jobs.job_queues (queue_name, job_count)"
+                " SELECT queue_name, count(*) FROM app_jobs.jobs"
+                " WHERE queue_name IS NOT NULL GROUP BY queue_name"
+            )
+        )
+        connection.execute("SET session_replication_role = DEFAULT")
+        connection.execute("VACUUM ANALYZE")
+        return jobs + history
+
+
+def measure(client: TestClient, path: str, requests: int) -> list[float]:
+    timings = []
+    for number in range(requests + 3):
+        started = time.perf_counter()
+        response = client.get(path)
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200, (path, response.status_code, response.text[-400:])
+        if number >= 3:
+            timings.append(elapsed)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--history", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=15)
+    arguments = parser.parse_args()
+    jobs, history, requests = arguments.jobs, arguments.history, arguments.requests
+    if arguments.quick:
+        jobs, history, requests = 2_000, 2_000, 3
+
+    server_context = (
+        contextlib.nullcontext(sqlalchemy.make_url(arguments.database_url))
+        if arguments.database_url
+        else postgres_server()
+    )
+    with server_context as server, fresh_database(server) as url:
+        started = time.perf_counter()
+        job_id = fill(url, jobs, history)
+        print(
+            f"filled {jobs:,} jobs and {history:,} history rows"
+            f" in {time.perf_counter() - started:.0f} s"
+        )
+        engine = create_engine(url, pool_size=2)
+        pages = {
+            "overview": "/",
+            "jobs, no filter": "/jobs",
+            "jobs, next page (keyset)": f"/jobs?before={jobs // 2}",
+            "jobs, task and state": "/jobs?task=task_3&state=due",
+            "jobs, queue and created since": "/jobs?queue=billing&since=2000-01-01T00:00",
+            "jobs, running (20 of them)": "/jobs?state=running",
+            "jobs, failed (none)": "/jobs?state=failed",
+            "jobs, delayed": "/jobs?state=delayed",
+            "jobs, key (none has one)": "/jobs?key=order:42",
+            "jobs, tenant (none has one)": "/jobs?tenant=5f0c6b1e-1d7a-4a53-9b8e-3f1f5b0f6e21",
+            "jobs, payload contains (1 in 10,000 jobs)": f"/jobs?payload={ACCOUNT_42}",
+            "jobs, payload contains and task (1 in 10,000)": (
+                f"/jobs?task=task_0&payload={ACCOUNT_42}"
+            ),
+            "history, no filter": "/history",
+            "history, failed": "/history?outcome=failed",
+            "job page (finished, with history)": f"/jobs/{job_id}",
+            "job page (pending)": f"/jobs/{jobs // 2}",
+            "queues": "/queues",
+            "workers": "/workers",
+        }
+        results = {}
+        with TestClient(create_app(engine, statement_timeout=timedelta(seconds=30))) as client:
+            for name, path in pages.items():
+                timings = measure(client, path, requests)
+                results[name] = {
+                    "median_ms": round(statistics.median(timings), 1),
+                    "max_ms": round(max(timings), 1),
+                }
+        engine.dispose()
+    print()
+    print(f"| page ({jobs:,} jobs, {history:,} history rows) | median (ms) | worst (ms) | target |")
+    print("|---|---:|---:|---|")
+    for name, result in results.items():
+        met = "met" if result["median_ms"] <= TARGET_MS else "**not met**"
+        print(
+            f"| {name} | {result['median_ms']:,} | {result['max_ms']:,}"
+            f" | <= {TARGET_MS:g} ms: {met} |"
+        )
+    print()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
