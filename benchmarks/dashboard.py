@@ -26,40 +26,22 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import sqlalchemy
+
+# The sibling module (this directory is on sys.path when this file runs as a script).
+from run import fresh_database
 from sqlalchemy import create_engine
 from starlette.testclient import TestClient
 
 from sqla_pgjobs.dashboard import create_app
 from sqla_pgjobs.database import libpq_url
-from sqla_pgjobs.schema import LATEST_VERSION, install, render
-from sqla_pgjobs.testing import (
-    create_database,
-    drop_database,
-    postgres_server,
-    unique_database_name,
-)
+from sqla_pgjobs.schema import render
+from sqla_pgjobs.testing import postgres_server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from sqlalchemy.engine import URL
 
 TARGET_MS = 100.0
 ACCOUNT_42 = "%7B%22account_id%22%3A42%7D"  # {"account_id":42}, URL-encoded
-
-
-@contextlib.contextmanager
-def fresh_database(server: URL) -> Iterator[URL]:
-    name = unique_database_name("pgjobs_dash_bench")
-    url = create_database(server, name)
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        install(connection, version=LATEST_VERSION)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
 
 
 def fill(url: URL, jobs: int, history: int) -> int:

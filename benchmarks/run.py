@@ -318,6 +318,26 @@ def _seed_process(url: str, connections: int, ready: Event, go: Event, out: Any)
     out.put(_report(sum(done), cpu_at_go))
 
 
+def _noop_tasks() -> TaskRegistry:
+    tasks = TaskRegistry()
+    tasks.add("noop", noop)
+    return tasks
+
+
+def _drain_and_report(
+    worker: Worker, ready: Event, go: Event, out: Any, flush: Callable[[], object] | None = None
+) -> None:
+    """A drain's child: ready, then at go drain the queue with ``worker`` (and ``flush``
+    what it leaves to do), then report to ``out`` (see :func:`_report`)."""
+    ready.set()
+    go.wait()
+    cpu_at_go = _cpu_seconds()
+    stats = worker.run(drain=True, install_signal_handlers=False)
+    if flush is not None:
+        flush()
+    out.put(_report(stats.processed, cpu_at_go))
+
+
 def _raw_loop_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
     """The raw limit of a drain: one connection, ``get_jobs`` then ``complete_job_batch``
     100 jobs at a time, nothing else (no handler, no thread, no policy, no history read)."""
@@ -344,14 +364,9 @@ def _raw_loop_process(url: str, connections: int, ready: Event, go: Event, out: 
 def _worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
     """A sqla-pgjobs worker with default settings and a plain no-op handler."""
     del connections
-    tasks = TaskRegistry()
-    tasks.add("noop", noop)
+    tasks = _noop_tasks()
     worker = Worker(url, tasks)
-    ready.set()
-    go.wait()
-    cpu_at_go = _cpu_seconds()
-    stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put(_report(stats.processed, cpu_at_go))
+    _drain_and_report(worker, ready, go, out)
 
 
 def _async_commit_worker_process(
@@ -359,14 +374,9 @@ def _async_commit_worker_process(
 ) -> None:
     """As _worker_process, with Worker(synchronous_commit=False) (an opt-in)."""
     del connections
-    tasks = TaskRegistry()
-    tasks.add("noop", noop)
+    tasks = _noop_tasks()
     worker = Worker(url, tasks, synchronous_commit=False)
-    ready.set()
-    go.wait()
-    cpu_at_go = _cpu_seconds()
-    stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put(_report(stats.processed, cpu_at_go))
+    _drain_and_report(worker, ready, go, out)
 
 
 def _effects_table(url: URL) -> None:
@@ -399,11 +409,7 @@ def _inserting_process(url: str, connections: int, ready: Event, go: Event, out:
         _OWN_ENGINE.append(create_engine(sqlalchemy_url(url)))
         tasks.task(name="noop")(_insert_in_its_own)
     worker = Worker(url, tasks)
-    ready.set()
-    go.wait()
-    cpu_at_go = _cpu_seconds()
-    stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put(_report(stats.processed, cpu_at_go))
+    _drain_and_report(worker, ready, go, out)
 
 
 def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
@@ -411,17 +417,12 @@ def _metrics_worker_process(url: str, connections: int, ready: Event, go: Event,
     from sqla_pgjobs.metrics.prometheus import WorkerMetrics, serve
 
     del connections
-    tasks = TaskRegistry()
-    tasks.add("noop", noop)
+    tasks = _noop_tasks()
     metrics = WorkerMetrics(worker_id="bench-metrics")
     server = serve(metrics.registry, port=0)
     worker = Worker(url, tasks, observer=metrics)
-    ready.set()
-    go.wait()
-    cpu_at_go = _cpu_seconds()
-    stats = worker.run(drain=True, install_signal_handlers=False)
-    out.put(_report(stats.processed, cpu_at_go))  # before close(): it waits up to 0.5 s
-    server.close()
+    _drain_and_report(worker, ready, go, out)
+    server.close()  # after the report: it waits up to 0.5 s
 
 
 def _traced_worker_process(url: str, connections: int, ready: Event, go: Event, out: Any) -> None:
@@ -446,17 +447,12 @@ def _traced_worker_process(url: str, connections: int, ready: Event, go: Event, 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Dropped()))
     tracing.instrument(provider)
-    tasks = TaskRegistry()
-    tasks.add("noop", noop)
+    tasks = _noop_tasks()
     metrics = WorkerMetrics(worker_id="bench-traced")
     server = serve(metrics.registry, port=0)
     worker = Worker(url, tasks, observer=metrics)
-    ready.set()
-    go.wait()
-    cpu_at_go = _cpu_seconds()
-    stats = worker.run(drain=True, install_signal_handlers=False)
-    provider.force_flush()  # the spans' export is part of the cost; close() is not
-    out.put(_report(stats.processed, cpu_at_go))
+    # The spans' export is part of the cost; closing the server is not.
+    _drain_and_report(worker, ready, go, out, flush=provider.force_flush)
     server.close()
     provider.shutdown()
 
@@ -782,10 +778,10 @@ def main() -> None:
             }
 
         def drain_rate(
-            target: Any, processes: int, connections: int = 1
+            target: Any, processes: int, connections: int = 1, jobs: int = counts.drain
         ) -> Callable[[URL], DrainResult]:
             def workload(url: URL) -> DrainResult:
-                fill(url, counts.drain)
+                fill(url, jobs)
                 return drain(url, target, processes=processes, connections=connections)
 
             return workload
@@ -801,13 +797,6 @@ def main() -> None:
         def dead_drain(dead: int = 0, deleted: int = 0) -> Callable[[URL], DrainResult]:
             def workload(url: URL) -> DrainResult:
                 fill(url, counts.live, dead=dead, deleted=deleted)
-                return drain(url, _worker_process, processes=1)
-
-            return workload
-
-        def long_drain() -> Callable[[URL], DrainResult]:
-            def workload(url: URL) -> DrainResult:
-                fill(url, counts.long_drain)
                 return drain(url, _worker_process, processes=1)
 
             return workload
@@ -961,7 +950,12 @@ def main() -> None:
             ),
             (
                 f"drain, 1 process: {counts.long_drain:,} jobs vs {counts.live:,} (jobs/s)",
-                lambda: compare(server, runs, dead_drain(), long_drain()),
+                lambda: compare(
+                    server,
+                    runs,
+                    drain_rate(_worker_process, 1, jobs=counts.live),
+                    drain_rate(_worker_process, 1, jobs=counts.long_drain),
+                ),
             ),
             (
                 "latency p50, idle worker: synchronous_commit off vs on (ms)",

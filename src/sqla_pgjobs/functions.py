@@ -232,8 +232,11 @@ def _traced(statement: JobStatement) -> JobStatement:
     return JobStatement(*job.c).select_from(job.join(stored, true()))
 
 
-_ADD_JOB_TRACED = _traced(_ADD_JOB)
-_ADD_JOB_ID_TRACED = _traced(_ADD_JOB_ID)
+# add_job's statements by what it returns: (untraced, traced).
+_ADD_JOB_BY_RETURNING = {
+    "job": (_ADD_JOB, _traced(_ADD_JOB)),
+    "id": (_ADD_JOB_ID, _traced(_ADD_JOB_ID)),
+}
 _ADD_JOBS_TRACED = _traced(_ADD_JOBS)
 _ADD_SCHEDULED_JOB = _rows(
     "add_scheduled_job",
@@ -469,8 +472,9 @@ def add_job(
     With tracing on (:func:`sqla_pgjobs.tracing.instrument`) and a span current, the
     statement also stores the trace context with the job (schema version 2).
     """
-    if returning not in ("job", "id"):
+    if not isinstance(returning, str) or returning not in _ADD_JOB_BY_RETURNING:
         raise InvalidArgumentError("returning", returning, "it must be 'job' or 'id'")
+    plain, traced = _ADD_JOB_BY_RETURNING[returning]
     values = {
         "db_id": check.check_tenant("db_id", db_id),
         "identifier": check.check_name("identifier", identifier),
@@ -483,8 +487,7 @@ def add_job(
     }
     context = tracing.enqueue_context(identifier)
     if context is None:
-        return (_ADD_JOB if returning == "job" else _ADD_JOB_ID).params(values)
-    traced = _ADD_JOB_TRACED if returning == "job" else _ADD_JOB_ID_TRACED
+        return plain.params(values)
     return traced.params(values, trace_context=context)
 
 
