@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
@@ -170,11 +170,11 @@ class _Dashboard:
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         with self.engine.begin() as connection:
+            # One round trip: the timeout, and for reads a read-only transaction.
+            settings = [func.set_config("statement_timeout", str(self.statement_timeout_ms), True)]
             if not write:
-                connection.execute(text("SET TRANSACTION READ ONLY"))
-            connection.execute(
-                select(func.set_config("statement_timeout", str(self.statement_timeout_ms), True))
-            )
+                settings.append(func.set_config("transaction_read_only", "on", True))
+            connection.execute(select(*settings))
             yield connection
 
     def read(self, reader: Callable[[Connection], Any]) -> Any:
@@ -276,15 +276,18 @@ class _Dashboard:
         live = request.headers.get("hx-request") == "true"
         return self.render(request, "_overview_live.html" if live else "overview.html", context)
 
-    def _filter(self, request: Request, *, finished: bool) -> queries.JobFilter:
-        f = queries.parse_filter(request.query_params, finished=finished)
+    def _filter(self, params: Mapping[str, str], *, finished: bool) -> queries.JobFilter:
+        """The filter of a page's query or an action's form, within the dashboard's tenant."""
+        f = queries.parse_filter(params, finished=finished)
         if self.tenant is not None and f.tenant not in (None, self.tenant):
-            raise queries.BadInput("tenant", str(f.tenant), "this dashboard shows one tenant only")
+            raise queries.BadInput(
+                "tenant", str(f.tenant), "this dashboard shows and acts on one tenant only"
+            )
         return f
 
     def jobs(self, request: Request) -> Response:
         self.check(request, "view")
-        f = self._filter(request, finished=False)
+        f = self._filter(request.query_params, finished=False)
         result = self.read(lambda c: queries.live_jobs(c, f, self.tenant))
         return self.render(
             request,
@@ -294,7 +297,7 @@ class _Dashboard:
 
     def history(self, request: Request) -> Response:
         self.check(request, "view")
-        f = self._filter(request, finished=True)
+        f = self._filter(request.query_params, finished=True)
         result = self.read(lambda c: queries.finished_jobs(c, f, self.tenant))
         return self.render(
             request,
@@ -373,22 +376,14 @@ class _Dashboard:
             summary = self.write(lambda c: actions.on_queue(c, action, queue))
             return self.render(request, "done.html", {**base, "summary": summary})
         if scope == "filter":
-            f = queries.parse_filter(fields)
-            if self.tenant is not None and f.tenant not in (None, self.tenant):
-                raise queries.BadInput(
-                    "tenant", str(f.tenant), "this dashboard acts on one tenant only"
-                )
+            f = self._filter(fields, finished=False)
             ids = self.read(lambda c: queries.matching_ids(c, f, self.tenant, cap=BULK_LIMIT))
             described = ", ".join(f"{k} = {v}" for k, v in f.params().items()) or "no filter"
             back = _Back("jobs", f.params())
         elif scope == "history":
             if action != "retry":
                 raise queries.BadInput("scope", scope, "finished jobs can only be retried")
-            f = queries.parse_filter(fields, finished=True)
-            if self.tenant is not None and f.tenant not in (None, self.tenant):
-                raise queries.BadInput(
-                    "tenant", str(f.tenant), "this dashboard acts on one tenant only"
-                )
+            f = self._filter(fields, finished=True)
             ids = self.read(lambda c: queries.finished_ids(c, f, self.tenant, cap=BULK_LIMIT))
             back = _Back("history", f.params())
             described = "finished, " + (

@@ -232,11 +232,10 @@ def parse_filter(params: Mapping[str, str], *, finished: bool = False) -> JobFil
 def _conditions(
     table: Any, f: JobFilter, tenant: uuid.UUID | None, time_column: str
 ) -> list[ColumnElement[bool]]:
+    # The app has checked that f.tenant is None or the dashboard's own tenant.
     conditions = job_filters(
-        table, task=f.task, queue=f.queue, tenant=f.tenant, key=f.key, payload=f.payload
+        table, task=f.task, queue=f.queue, tenant=f.tenant or tenant, key=f.key, payload=f.payload
     )
-    if tenant is not None:
-        conditions.append(table.c.database_id == tenant)
     if f.since is not None:
         conditions.append(table.c[time_column] >= f.since)
     if f.until is not None:
