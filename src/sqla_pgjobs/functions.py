@@ -1185,7 +1185,8 @@ def alive_until(
 
 
 def grant_access(role_name: str, access: str) -> JobStatement:
-    """Give an existing role an access level: ``enqueue``, ``worker`` or ``operator``.
+    """Give an existing role an access level: ``enqueue``, ``worker`` or ``operator``,
+    or ``read`` (schema version 2: read the tables and tell live workers, nothing else).
 
     Run it as the job schema's owner. Renders ``SELECT app_jobs.grant_access(:role_name,
     :access)``.

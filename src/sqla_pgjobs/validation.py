@@ -49,9 +49,10 @@ MIN_WORKER_ID_LENGTH = 4  # jobs_locked_by_check
 #: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1) and silently drops
 #: the rest: a longer role, trigger or schema name would name something else.
 MAX_IDENTIFIER_BYTES = 63
-#: The access levels of ``grant_access``, each containing the one before it (the SQL
-#: function ``app_jobs.access_functions`` lists what each gives).
-ACCESS_LEVELS = ("enqueue", "worker", "operator")
+#: The access levels of ``grant_access``. From ``enqueue`` up each contains the one
+#: before it; ``read`` (schema version 2) only reads, and ``operator`` contains it too (the
+#: SQL function ``app_jobs.access_functions`` lists what each gives).
+ACCESS_LEVELS = ("read", "enqueue", "worker", "operator")
 #: The longest duration (job_expiry, lease, heartbeat_timeout): about 1000 years, so that
 #: now() plus or minus it stays a timestamp both PostgreSQL and Python can read (a larger
 #: one made every get_jobs fail with "timestamp out of range").

@@ -1,7 +1,7 @@
 """The dashboard's security: everything escaped, a strict CSP and no inline script or
 style, hostile filter values refused or bound (never SQL), bad input named in a 400, and
-the database roles it works with: a read-only role (read-only mode) and the operator
-level of grant_access (actions)."""
+the database roles it works with: grant_access's read level (read-only mode) and its
+operator level (actions)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import html.parser
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import text
 
 from sqla_pgjobs import grant_access
 from sqla_pgjobs.dashboard import create_app
 from tests.dashboard.conftest import csrf_token
 from tests.helpers import SCHEMA, sql
 from tests.metrics.workload import execute
-from tests.roles import ident
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,33 +126,21 @@ def test_filter_values_are_bound_not_sql(
     assert history.status_code == 400
 
 
-def _read_only_role(make_role: Callable[..., Role], engine: Engine) -> Role:
-    """A role that may only read: USAGE on the schema, SELECT on its tables, and
-    alive_until (which the views call to tell live workers). There is no "read" level in
-    grant_access (enqueue, worker, operator), so it is granted by hand."""
+def _read_only_role(make_role: Callable[..., Role], jobs_engine: Engine) -> Role:
+    """A role with grant_access's read level: USAGE on the schema, SELECT on its tables,
+    and alive_until (which the views call to tell live workers)."""
     role = make_role("pgjobs_dash_ro_")
-    with engine.begin() as connection:
-        schema = ident(SCHEMA)
-        connection.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {ident(role.name)}"))
-        connection.execute(
-            text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {ident(role.name)}")
-        )
-        connection.execute(
-            text(
-                f"GRANT EXECUTE ON FUNCTION {schema}.alive_until(timestamptz, interval)"
-                f" TO {ident(role.name)}"
-            )
-        )
+    execute(jobs_engine, grant_access(role.name, "read"))
     return role
 
 
 def test_a_read_only_role_serves_every_page_in_read_only_mode(
     make_client: Callable[..., TestClient],
     make_role: Callable[..., Role],
-    engine: Engine,
+    jobs_engine: Engine,
     workload: Workload,
 ) -> None:
-    role = _read_only_role(make_role, engine)
+    role = _read_only_role(make_role, jobs_engine)
     client = make_client(create_app(role.engine, schema=SCHEMA, read_only=True))
     for path in (
         *PAGES,

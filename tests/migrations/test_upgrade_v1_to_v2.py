@@ -123,6 +123,46 @@ def test_roles_holding_a_level_get_what_version_2_adds_to_it_and_lose_it_going_d
         engine.dispose()
 
 
+def test_a_read_role_granted_at_version_2_keeps_only_reads_going_down(
+    new_database: Callable[..., URL],
+) -> None:
+    """Version 1 has no read level: the downgrade takes alive_until from a read role, which
+    keeps USAGE and SELECT (it was granted to see the tables), and version 1's
+    revoke_access(role, 'operator') takes those back."""
+    engine = create_engine(new_database())
+    try:
+        run_ops(engine, lambda op: op.create_pgjobs_schema(schema=SCHEMA, version=2))
+        with role_maker(engine) as make:
+            role = make("pgjobs_rea_").name
+            run_ops(engine, lambda op: op.grant_pgjobs_access(role, "read", schema=SCHEMA))
+
+            def rights() -> tuple[bool, bool, bool]:
+                with engine.connect() as connection:
+                    row = connection.execute(
+                        sql(
+                            "SELECT has_schema_privilege(:role, :schema, 'USAGE'),"
+                            " has_table_privilege(:role, :jobs, 'SELECT'),"
+                            " coalesce(bool_or(has_function_privilege(:role, p.oid, 'EXECUTE'))"
+                            "          FILTER (WHERE p.proname = 'alive_until'), false)"
+                            " FROM pg_proc p WHERE p.pronamespace = CAST(:schema AS regnamespace)"
+                        ),
+                        {
+                            "role": role,
+                            "schema": quote_schema(SCHEMA),
+                            "jobs": f"{quote_schema(SCHEMA)}.jobs",
+                        },
+                    ).one()
+                return (row[0], row[1], row[2])
+
+            assert rights() == (True, True, True)
+            run_ops(engine, lambda op: op.downgrade_pgjobs_schema(1, from_version=2, schema=SCHEMA))
+            assert rights() == (True, True, False)
+            run_ops(engine, lambda op: op.revoke_pgjobs_access(role, "operator", schema=SCHEMA))
+            assert rights() == (False, False, False)
+    finally:
+        engine.dispose()
+
+
 # --- Offline (--sql), replayed through psql --------------------------------------------------
 
 REVISIONS = {

@@ -482,7 +482,7 @@ BAD_CALLS: list[tuple[str, Callable[[], object], str, str]] = [
         "unknown access level",
         lambda: pgjobs.grant_access("app", "admin"),
         "access",
-        "enqueue, worker, operator",
+        "read, enqueue, worker, operator",
     ),
 ]
 

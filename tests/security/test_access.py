@@ -3,8 +3,9 @@
 A role without a grant stands for PUBLIC and gets nothing. ``enqueue`` adds jobs and
 schedules and builds enqueue triggers on its own tables; ``worker`` also takes, finishes and
 releases jobs and runs schedules; ``operator`` also administers any job and reads the tables.
-No level may write the tables directly, change the schema, or raise its own level. Revoking
-a level leaves the role exactly as it was. Roles are cluster-wide: every role made here has
+``read`` (version 2) reads the tables and nothing else; ``operator`` contains it. No level
+may write the tables directly, change the schema, or raise its own level. Revoking a level
+leaves the role exactly as it was. Roles are cluster-wide: every role made here has
 a unique name and is dropped when its test ends.
 """
 
@@ -58,9 +59,10 @@ if TYPE_CHECKING:
 
 TENANT = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 WORKER = "worker-1"
-LEVELS = ("enqueue", "worker", "operator")
+LEVELS = ("read", "enqueue", "worker", "operator")
 
 #: The functions each level may execute, by name (every overload of a name).
+READ_FUNCTIONS = {"alive_until"}  # version 2: the read level tells live workers, no more
 ENQUEUE_FUNCTIONS = {
     "add_job",
     "add_jobs",
@@ -96,20 +98,24 @@ WORKER_FUNCTIONS = ENQUEUE_FUNCTIONS | {
     "retry_jobs_at",  # version 2: a task's own backoff, RetryAt and Snooze
     "trace_contexts",  # version 2: the trace contexts of the jobs taken (tracing)
 }
-OPERATOR_FUNCTIONS = WORKER_FUNCTIONS | {
-    "complete_jobs",
-    "permanently_fail_jobs",
-    "reschedule_jobs",
-    "alive_until",  # version 2: what the operator views call for "is this worker alive"
-    "set_history_retention",  # version 2
-    "discard_jobs",  # version 2
-    "pause_queue",  # version 2
-    "resume_queue",
-    "pause_task",
-    "resume_task",
-    "cancel_jobs",  # version 2
-}
+OPERATOR_FUNCTIONS = (
+    WORKER_FUNCTIONS
+    | READ_FUNCTIONS
+    | {
+        "complete_jobs",
+        "permanently_fail_jobs",
+        "reschedule_jobs",
+        "set_history_retention",  # version 2
+        "discard_jobs",  # version 2
+        "pause_queue",  # version 2
+        "resume_queue",
+        "pause_task",
+        "resume_task",
+        "cancel_jobs",  # version 2
+    }
+)
 FUNCTIONS = {
+    "read": READ_FUNCTIONS,
     "enqueue": ENQUEUE_FUNCTIONS,
     "worker": WORKER_FUNCTIONS,
     "operator": OPERATOR_FUNCTIONS,
@@ -158,7 +164,7 @@ FORBIDDEN_FOR_ALL = [
     "ALTER FUNCTION app_jobs.release_jobs(text, bigint[]) SECURITY INVOKER",
     "CREATE TABLE app_jobs.mine (id integer)",
 ]
-#: Reading the tables: operators only.
+#: Reading the tables: the read and operator levels only.
 READS = [f"SELECT count(*) FROM app_jobs.{table}" for table in sorted(TABLES)]
 
 PRIVILEGES = """
@@ -535,12 +541,12 @@ def test_operator_role_does_what_a_worker_does_and_administers_any_job(
     assert rows[c].priority == 9
 
 
-@pytest.mark.parametrize("level", ["operator", "worker"])
-def test_the_operator_views_need_the_operator_level(
+@pytest.mark.parametrize("level", ["operator", "read", "worker"])
+def test_the_operator_views_need_the_read_or_operator_level(
     admin: Engine, make_role: Callable[..., Role], level: str
 ) -> None:
-    """pgjobs status, jobs list and schedules read as an operator role; a worker role may
-    not read the tables."""
+    """pgjobs status, jobs list and schedules read as an operator or read role; a worker
+    role may not read the tables."""
     role = role_at(make_role, admin, level)
     with admin.begin() as connection:
         connection.execute(add_job("seen"))
@@ -587,7 +593,62 @@ def test_operator_role_reads_every_table_but_cannot_write_or_change_the_schema(
     assert [row.task_identifier for row in job_rows(admin)] == ["visible"]
 
 
-# --- 5. revoke undoes grant -----------------------------------------------------------------
+# --- 5. read -------------------------------------------------------------------------------
+
+
+def test_read_role_reads_every_table_and_tells_live_workers_but_changes_nothing(
+    admin: Engine, make_role: Callable[..., Role]
+) -> None:
+    """The level of a dashboard or a metrics exporter: it sees what an operator sees and
+    can neither enqueue, take nor administer a job."""
+    role = role_at(make_role, admin, "read")
+    with admin.begin() as connection:
+        job = connection.execute(add_job("visible", queue_name="q1")).one().id
+        connection.execute(heartbeat("worker-seen", timedelta(seconds=30)))
+    assert executable_functions(admin, role.name) == READ_FUNCTIONS
+    assert readable_tables(admin, role.name) == TABLES
+    with role.engine.connect() as connection:
+        for read in READS:
+            connection.execute(sql(read))
+        status = admin_views.status(connection)
+        alive = connection.execute(
+            sql("SELECT app_jobs.alive_until(now(), interval '30 seconds') > now()")
+        ).scalar_one()
+    assert alive is True
+    assert [(w.worker_id, w.alive) for w in status.workers] == [("worker-seen", True)]
+    assert status.totals["due"] == 1
+    assert_refused(role, add_job("sneaky"))
+    assert_refused(role, add_jobs([JobSpec("sneaky")]))
+    assert_refused(role, add_scheduled_job("sneaky_tick"))
+    assert_calls_above_refused(role, "read")
+    assert_refused(role, grant_access(role.name, "operator"))
+    assert_refused(role, "SELECT app_jobs.cancel_jobs(ARRAY[1]::bigint[], NULL)")
+    assert_refused(role, "SELECT app_jobs.pause_queue('q1')")
+    assert_all_refused(role, FORBIDDEN_FOR_ALL)
+    assert [row.id for row in job_rows(admin)] == [job]
+
+
+def test_operator_contains_read_and_read_contains_no_other_level(admin: Engine) -> None:
+    """The levels as the database lists them: enqueue < worker < operator, and read inside
+    operator only."""
+    listed = {}
+    with admin.connect() as connection:
+        for level in LEVELS:
+            listed[level] = set(
+                connection.execute(
+                    sql(
+                        "SELECT p.proname::text FROM app_jobs.access_functions(:level) f"
+                        " JOIN pg_proc p ON p.oid = f"
+                    ),
+                    {"level": level},
+                ).scalars()
+            )
+    assert listed == FUNCTIONS
+    assert listed["read"] <= listed["operator"]
+    assert not listed["read"] & listed["worker"]
+
+
+# --- 6. revoke undoes grant -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -600,16 +661,18 @@ def test_revoke_after_grant_leaves_the_role_exactly_as_before(
     grant(admin, role.name, level)  # granting twice is the same as once
     assert privileges(admin, role.name) != before
     assert executable_functions(admin, role.name) == FUNCTIONS[level]
-    assert readable_tables(admin, role.name) == (TABLES if level == "operator" else set())
-    with role.engine.begin() as connection:
+    reads = level in ("read", "operator")
+    assert readable_tables(admin, role.name) == (TABLES if reads else set())
+    with (admin if level == "read" else role.engine).begin() as connection:
         connection.execute(add_job("granted"))
     revoke(admin, role.name, level)
     assert privileges(admin, role.name) == before
     assert_refused(role, add_job("revoked"))
+    assert_all_refused(role, READS)
     assert [row.task_identifier for row in job_rows(admin)] == ["granted"]
 
 
-# --- 6. Errors ------------------------------------------------------------------------------
+# --- 7. Errors ------------------------------------------------------------------------------
 
 
 def test_grant_to_a_missing_role_raises_invalid_argument_and_changes_nothing(
@@ -687,7 +750,7 @@ def test_raw_sql_refuses_an_unknown_level_whatever_the_role(admin: Engine) -> No
         assert sqlstate(raised.value) == "22023"
 
 
-# --- 7. Alembic ops and awkward role names --------------------------------------------------
+# --- 8. Alembic ops and awkward role names --------------------------------------------------
 
 
 @pytest.mark.parametrize("prefix", ["pgjobs_op_", 'job "runner"\'s '], ids=["plain", "awkward"])

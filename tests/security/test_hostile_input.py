@@ -440,7 +440,7 @@ SLOTS: dict[str, tuple[Callable[[Any], object], Callable[[Any], bool]]] = {
     ),
     "grant_access access": (
         lambda v: pgjobs.grant_access("app", v),
-        lambda v: isinstance(v, str) and v in ("enqueue", "worker", "operator"),
+        lambda v: isinstance(v, str) and v in ("read", "enqueue", "worker", "operator"),
     ),
 }
 
@@ -451,7 +451,7 @@ HOSTILE_TEXT = st.one_of(
     st.tuples(st.text(max_size=5), st.sampled_from(["\x00", "\ud800", "\udfff", "'", "$$"])).map(
         "".join
     ),
-    st.sampled_from(["", "abc", "abcd", "enqueue", "worker", "Worker", "operator"]),
+    st.sampled_from(["", "abc", "abcd", "read", "enqueue", "worker", "Worker", "operator"]),
 )
 INTEGERS = st.one_of(
     st.integers(),

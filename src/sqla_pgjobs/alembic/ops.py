@@ -179,7 +179,8 @@ class GrantPgjobsAccessOp(_AccessOp):
     ) -> None:
         """Give ``role_name`` the ``access`` level: ``enqueue`` (add jobs and schedules),
         ``worker`` (also take, finish and schedule jobs) or ``operator`` (also administer
-        any job and read the tables). Nothing else: no ownership, no table writes.
+        any job and read the tables), or ``read`` (schema version 2: only read the tables,
+        for dashboards and metrics). Nothing else: no ownership, no table writes.
         """
         operations.invoke(cls(role_name, access, schema))
 

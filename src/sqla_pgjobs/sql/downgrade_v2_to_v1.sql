@@ -773,7 +773,7 @@ DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
   app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests, app_jobs.job_trace_contexts;
 
--- alive_until leaves the operator level: version 1's list, and the grants taken back (those
+-- alive_until leaves the operator level, and the read level goes: version 1's list, and the grants taken back (those
 -- of the functions and tables dropped above went with them).
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
@@ -805,6 +805,37 @@ BEGIN
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
      AND f.rank <= v_rank
    ORDER BY f.rank, p.proname;
+END
+$$;
+
+-- Version 1's change_access: version 1 has no read level. A role granted it keeps USAGE
+-- on the schema and SELECT on the tables (alive_until is taken back below, from every
+-- role); revoke_access(role, 'operator') takes those back under version 1.
+CREATE OR REPLACE FUNCTION app_jobs.change_access(role_name text, access text, grant_it boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  -- Resolved first, so that an unknown level is reported whatever the role.
+  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(change_access.access));
+  v_function regprocedure;
+  v_verb text := CASE WHEN grant_it THEN 'GRANT %s %s TO %I' ELSE 'REVOKE %s %s FROM %I' END;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = change_access.role_name) THEN
+    RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
+      USING ERRCODE = '42704', COLUMN = 'role_name',
+            HINT = 'Create the role first: the job schema never creates roles.';
+  END IF;
+  FOREACH v_function IN ARRAY v_functions LOOP
+    EXECUTE format(v_verb, 'EXECUTE ON FUNCTION', v_function, role_name);
+  END LOOP;
+  IF NOT grant_it OR access = 'operator' THEN
+    EXECUTE format(v_verb, 'SELECT ON ALL TABLES IN SCHEMA', quote_ident(v_schema), role_name);
+  END IF;
+  EXECUTE format(v_verb, 'USAGE ON SCHEMA', quote_ident(v_schema), role_name);
 END
 $$;
 

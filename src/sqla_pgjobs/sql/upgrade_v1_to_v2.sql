@@ -48,6 +48,9 @@
 --    column would change the row type of app_jobs.jobs, see below); trace_contexts reads
 --    them back for the worker's spans; prune_job_history deletes those whose job is gone
 --    from both jobs and job_history.
+-- 13. A read access level: USAGE on the schema, SELECT on its tables and alive_until,
+--    for dashboards, metrics and status views that must not change anything. It is not
+--    below enqueue (an enqueue or worker role reads nothing); operator contains it.
 --
 -- Online: the upgrade runs beside version 1 workers (ours and the reference Node
 -- worker). Every change is a CREATE OR REPLACE FUNCTION with the signature and
@@ -1812,8 +1815,8 @@ REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_fir
 -- the worker level gains prune_job_history and claim_maintenance (fix 7: workers prune,
 -- one at a time), cancel_requested_jobs (fix 9), fail_jobs_for_good (fix 10) and
 -- retry_jobs_at (fix 11) and trace_contexts (fix 12); the enqueue level gains
--- set_trace_contexts (fix 12). grant_access lists them from
--- now on, and the roles that already hold a level get them now: those that can execute
+-- set_trace_contexts (fix 12); the new read level (fix 13) holds alive_until and reads
+-- the tables, as operator does. grant_access lists them from now on, and the roles that already hold a level get them now: those that can execute
 -- add_job hold the enqueue level, complete_job_batch the worker level, complete_jobs the
 -- operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
@@ -1821,11 +1824,13 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_levels text[] := ARRAY['enqueue', 'worker', 'operator'];
-  v_rank integer := array_position(v_levels, access_functions.access);
+  -- read is rank 0: its functions (rank 0) belong to read and operator only, and the
+  -- levels from enqueue up each contain the ones below them, down to rank 1.
+  v_levels text[] := ARRAY['read', 'enqueue', 'worker', 'operator'];
+  v_rank integer := array_position(v_levels, access_functions.access) - 1;
 BEGIN
   IF v_rank IS NULL THEN
-    RAISE EXCEPTION 'access % is not one of enqueue, worker, operator', quote_nullable(access)
+    RAISE EXCEPTION 'access % is not one of read, enqueue, worker, operator', quote_nullable(access)
       USING ERRCODE = '22023', COLUMN = 'access';
   END IF;
   RETURN QUERY
@@ -1844,14 +1849,45 @@ BEGIN
       ('prune_job_history', 2), ('claim_maintenance', 2), ('cancel_requested_jobs', 2),
       ('fail_jobs_for_good', 2), ('retry_jobs_at', 2), ('trace_contexts', 2),
       ('complete_jobs', 3), ('permanently_fail_jobs', 3), ('reschedule_jobs', 3),
-      ('alive_until', 3), ('set_history_retention', 3), ('discard_jobs', 3),
+      ('alive_until', 0), ('set_history_retention', 3), ('discard_jobs', 3),
       ('pause_queue', 3), ('resume_queue', 3), ('pause_task', 3), ('resume_task', 3),
       ('cancel_jobs', 3)
     ) AS f(name, rank) ON f.name = p.proname
    WHERE p.pronamespace = (SELECT t.typnamespace FROM pg_type t
                             WHERE t.oid = pg_typeof(NULL::app_jobs.jobs))
-     AND f.rank <= v_rank
+     AND (f.rank BETWEEN 1 AND v_rank
+          OR f.rank = 0 AND access_functions.access IN ('read', 'operator'))
    ORDER BY f.rank, p.proname;
+END
+$$;
+
+
+-- Version 1's change_access, but the read level (fix 13) gets SELECT on the tables too.
+CREATE OR REPLACE FUNCTION app_jobs.change_access(role_name text, access text, grant_it boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_schema name := (SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE t.oid = pg_typeof(NULL::app_jobs.jobs));
+  -- Resolved first, so that an unknown level is reported whatever the role.
+  v_functions regprocedure[] := ARRAY(SELECT app_jobs.access_functions(change_access.access));
+  v_function regprocedure;
+  v_verb text := CASE WHEN grant_it THEN 'GRANT %s %s TO %I' ELSE 'REVOKE %s %s FROM %I' END;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = change_access.role_name) THEN
+    RAISE EXCEPTION 'role % does not exist', quote_nullable(role_name)
+      USING ERRCODE = '42704', COLUMN = 'role_name',
+            HINT = 'Create the role first: the job schema never creates roles.';
+  END IF;
+  FOREACH v_function IN ARRAY v_functions LOOP
+    EXECUTE format(v_verb, 'EXECUTE ON FUNCTION', v_function, role_name);
+  END LOOP;
+  IF NOT grant_it OR access IN ('read', 'operator') THEN
+    EXECUTE format(v_verb, 'SELECT ON ALL TABLES IN SCHEMA', quote_ident(v_schema), role_name);
+  END IF;
+  EXECUTE format(v_verb, 'USAGE ON SCHEMA', quote_ident(v_schema), role_name);
 END
 $$;
 
