@@ -11,6 +11,10 @@ history rows finished over the last 30 days in id order (5% failed), then vacuum
 analyzed as autovacuum would. Each page is requested through Starlette's TestClient in
 this process (the request, the queries and the rendering: what the server spends), 3
 times to warm up and then ``--requests`` times; the table shows the median and the worst.
+Then the optional indexes (``sql/indexes.sql``: ``failed``, then ``payload``) are built
+concurrently, each timed, and every page is measured again; the cost of each index to
+enqueueing is measured as autocommit ``add_job`` calls per second with none, with
+``failed`` and with both, in this run.
 See ``benchmarks/README.md`` ("Dashboard") for the results.
 """
 
@@ -34,7 +38,7 @@ from starlette.testclient import TestClient
 
 from sqla_pgjobs.dashboard import create_app
 from sqla_pgjobs.database import libpq_url
-from sqla_pgjobs.schema import render
+from sqla_pgjobs.schema import create_indexes, drop_indexes, render
 from sqla_pgjobs.testing import postgres_server
 
 if TYPE_CHECKING:
@@ -94,6 +98,40 @@ def fill(url: URL, jobs: int, history: int) -> int:
         return jobs + history
 
 
+def enqueue_rate(url: URL, calls: int) -> float:
+    """Autocommit ``add_job`` calls per second, each a payload like the table's. A GIN
+    index defers most of an insert's work to its pending list, so the time includes
+    flushing that list into the index (``gin_clean_pending_list``) once the calls are done:
+    the whole cost of the index, not the part each insert pays at once."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        statement = render(
+            "SELECT id FROM app_jobs.add_job(NULL, 'task_1', %s::json, 'mail', NULL, NULL,"
+            " NULL, NULL)"
+        )
+        started = time.perf_counter()
+        for n in range(calls):
+            connection.execute(statement, [json.dumps({"account_id": n % 10000, "n": n})])
+        connection.execute(
+            render(
+                "SELECT gin_clean_pending_list(c.oid) FROM pg_class c"
+                " WHERE c.oid = to_regclass('app_jobs.jobs_payload_idx')"
+            )
+        )
+        return calls / (time.perf_counter() - started)
+
+
+def build_index(engine: sqlalchemy.Engine, name: str) -> float:
+    """Seconds to build the optional index ``name`` concurrently, then analyze the table
+    (the planner's statistics of an expression index come from ANALYZE)."""
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        create_indexes(connection, [name])
+        seconds = time.perf_counter() - started
+        connection.exec_driver_sql(render("ANALYZE app_jobs.jobs"))
+    return seconds
+
+
 def measure(client: TestClient, path: str, requests: int) -> list[float]:
     timings = []
     for number in range(requests + 3):
@@ -146,6 +184,7 @@ def main() -> None:
             "jobs, payload contains and task (1 in 10,000)": (
                 f"/jobs?task=task_0&payload={ACCOUNT_42}"
             ),
+            "jobs, payload contains {} (every job)": "/jobs?payload=%7B%7D",
             "history, no filter": "/history",
             "history, failed": "/history?outcome=failed",
             "job page (finished, with history)": f"/jobs/{job_id}",
@@ -153,26 +192,69 @@ def main() -> None:
             "queues": "/queues",
             "workers": "/workers",
         }
-        results = {}
-        with TestClient(create_app(engine, statement_timeout=timedelta(seconds=30))) as client:
-            for name, path in pages.items():
-                timings = measure(client, path, requests)
-                results[name] = {
-                    "median_ms": round(statistics.median(timings), 1),
-                    "max_ms": round(max(timings), 1),
-                }
+        app = create_app(engine, statement_timeout=timedelta(seconds=30))
+        enqueue_calls = 300 if arguments.quick else 5_000
+        passes: dict[str, dict[str, dict[str, float]]] = {}
+        builds: dict[str, float] = {}
+        with TestClient(app) as client:
+            passes["without the optional indexes"] = measure_pages(client, pages, requests)
+            builds["failed"] = build_index(engine, "failed")
+            builds["payload"] = build_index(engine, "payload")
+            passes["with failed and payload"] = measure_pages(client, pages, requests)
+        # Enqueueing with none, with failed, with both: in rounds, so that the machine's
+        # drift shows as a spread instead of passing for an index's cost.
+        rates: dict[str, list[float]] = {"none": [], "failed": [], "failed and payload": []}
+        for _ in range(3):
+            with engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                drop_indexes(connection, ["failed", "payload"])
+            rates["none"].append(enqueue_rate(url, enqueue_calls))
+            build_index(engine, "failed")
+            rates["failed"].append(enqueue_rate(url, enqueue_calls))
+            build_index(engine, "payload")
+            rates["failed and payload"].append(enqueue_rate(url, enqueue_calls))
         engine.dispose()
     print()
-    print(f"| page ({jobs:,} jobs, {history:,} history rows) | median (ms) | worst (ms) | target |")
-    print("|---|---:|---:|---|")
-    for name, result in results.items():
-        met = "met" if result["median_ms"] <= TARGET_MS else "**not met**"
+    names = list(passes)
+    print(
+        f"| page ({jobs:,} jobs, {history:,} history rows) | "
+        + " | ".join(f"{name}: median (worst) ms" for name in names)
+        + " | target |"
+    )
+    print("|---|" + "---:|" * len(names) + "---|")
+    for page in pages:
+        cells = [passes[name][page] for name in names]
+        met = "met" if cells[-1]["median_ms"] <= TARGET_MS else "**not met**"
         print(
-            f"| {name} | {result['median_ms']:,} | {result['max_ms']:,}"
-            f" | <= {TARGET_MS:g} ms: {met} |"
+            f"| {page} | "
+            + " | ".join(f"{cell['median_ms']:,} ({cell['max_ms']:,})" for cell in cells)
+            + f" | <= {TARGET_MS:g} ms: {met} |"
         )
     print()
-    print(json.dumps(results))
+    for name, seconds in builds.items():
+        print(f"built {name} concurrently in {seconds:.1f} s")
+    for name, rounds in rates.items():
+        ratios = sorted(rate / base for rate, base in zip(rounds, rates["none"], strict=True))
+        print(
+            f"add_job, autocommit, optional indexes {name}: median"
+            f" {statistics.median(rounds):,.0f}/s, ratio to none {statistics.median(ratios):.2f}"
+            f" (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
+    print()
+    print(json.dumps({"pages": passes, "builds_s": builds, "add_job_per_s": rates}))
+
+
+def measure_pages(
+    client: TestClient, pages: dict[str, str], requests: int
+) -> dict[str, dict[str, float]]:
+    results = {}
+    for name, path in pages.items():
+        timings = measure(client, path, requests)
+        results[name] = {
+            "median_ms": round(statistics.median(timings), 1),
+            "max_ms": round(max(timings), 1),
+        }
+    return results
 
 
 if __name__ == "__main__":

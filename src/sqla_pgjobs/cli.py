@@ -25,7 +25,7 @@ import click
 from sqla_pgjobs._version import __version__
 from sqla_pgjobs.errors import PgJobsError
 from sqla_pgjobs.log_format import configure_logging
-from sqla_pgjobs.schema import DEFAULT_SCHEMA
+from sqla_pgjobs.schema import DEFAULT_SCHEMA, OPTIONAL_INDEXES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -706,13 +706,26 @@ def sql_command(version: int | None, schema: str, drop: bool) -> None:
     default=None,
     help="The version to reach (default: the newest this library knows).",
 )
-def migrate(database_url: str, schema: str, to_version: int | None) -> None:
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    type=click.Choice(list(OPTIONAL_INDEXES)),
+    help="Also build this optional index, concurrently (repeat for more): failed (the "
+    "failed jobs' listing), payload (filtering by payload; it costs every enqueue).",
+)
+def migrate(
+    database_url: str, schema: str, to_version: int | None, indexes: tuple[str, ...]
+) -> None:
     """Install the job schema, or upgrade it, without Alembic.
 
     The same SQL and version bookkeeping as the Alembic operations, so a project can move
-    to Alembic later (or the other way round).
+    to Alembic later (or the other way round). The optional indexes are built after the
+    schema's transaction commits, with CREATE INDEX CONCURRENTLY: workers keep enqueueing
+    and taking jobs while they build.
     """
-    from sqla_pgjobs.schema import LATEST_VERSION
+    from sqla_pgjobs.database import create_job_engine
+    from sqla_pgjobs.schema import LATEST_VERSION, create_indexes
     from sqla_pgjobs.schema import migrate as migrate_schema
 
     target = LATEST_VERSION if to_version is None else to_version
@@ -724,6 +737,15 @@ def migrate(database_url: str, schema: str, to_version: int | None) -> None:
         click.echo(f"The job schema {schema!r} is already at version {after}.")
     else:
         click.echo(f"Upgraded the job schema {schema!r} from version {before} to {after}.")
+    if indexes:
+        engine = create_job_engine(database_url, schema)
+        try:
+            with _reported(schema), engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                create_indexes(connection, indexes, schema)
+        finally:
+            engine.dispose()
+        click.echo(f"Built the optional indexes: {', '.join(indexes)}.")
 
 
 @main.command()

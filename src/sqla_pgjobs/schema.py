@@ -21,24 +21,33 @@ from typing import TYPE_CHECKING
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects import postgresql
 
-from sqla_pgjobs.errors import SchemaNameError, SchemaVersionError
+from sqla_pgjobs.errors import InvalidArgumentError, SchemaNameError, SchemaVersionError
 from sqla_pgjobs.validation import MAX_IDENTIFIER_BYTES
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.engine import Connection
 
 __all__ = [
     "DEFAULT_SCHEMA",
     "LATEST_VERSION",
+    "OPTIONAL_INDEXES",
     "access_statement",
     "as_text",
+    "check_index_names",
     "check_version",
+    "create_index_statements",
+    "create_indexes",
     "downgrade_statements",
     "drop",
+    "drop_index_statements",
+    "drop_indexes",
     "drop_statements",
     "install",
     "install_statements",
     "installed_version",
+    "invalid_indexes",
     "migrate",
     "named_statements",
     "quote_identifier",
@@ -293,6 +302,96 @@ def named_statements(filename: str, schema: str = DEFAULT_SCHEMA) -> dict[str, s
         name: _TOKEN.sub(lambda _: identifier, body.strip().rstrip(";"))
         for name, body in zip(names, bodies, strict=True)
     }
+
+
+def _optional_indexes() -> dict[str, str]:
+    parts = _STATEMENT_NAME.split(_read("indexes.sql"))
+    return {
+        name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+def _index_name(statement: str) -> str:
+    found = re.search(r"IF NOT EXISTS (\w+)", statement)
+    if found is None:
+        raise ValueError(f"indexes.sql: no IF NOT EXISTS name in {statement!r}")
+    return found.group(1)
+
+
+#: The optional indexes of ``sql/indexes.sql`` by name, with the index each creates.
+OPTIONAL_INDEXES: dict[str, str] = {
+    name: _index_name(body) for name, body in _optional_indexes().items()
+}
+
+
+def check_index_names(names: Iterable[object], argument: str = "names") -> list[str]:
+    """``names`` as a list if there is at least one and each is one of
+    :data:`OPTIONAL_INDEXES`, else InvalidArgumentError naming the bad value."""
+    checked = list(names)
+    allowed = ", ".join(OPTIONAL_INDEXES)
+    if not checked:
+        raise InvalidArgumentError(argument, checked, f"name at least one index: {allowed}")
+    valid: list[str] = []
+    for name in checked:
+        if not isinstance(name, str) or name not in OPTIONAL_INDEXES:
+            raise InvalidArgumentError(argument, name, f"each must be one of {allowed}")
+        valid.append(name)
+    return valid
+
+
+def _drop_index(name: str, schema: str) -> str:
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {quote_schema(schema)}.{OPTIONAL_INDEXES[name]}"
+
+
+def create_index_statements(names: Iterable[str], schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` for each optional index named, to run
+    outside a transaction block (autocommit)."""
+    statements = _optional_indexes()
+    return [render(statements[name], schema) for name in check_index_names(names)]
+
+
+def drop_index_statements(names: Iterable[str], schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """``DROP INDEX CONCURRENTLY IF EXISTS`` for each optional index named (autocommit)."""
+    return [_drop_index(name, schema) for name in check_index_names(names)]
+
+
+def invalid_indexes(connection: Connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """The optional indexes (by name) that a concurrent build which failed or was
+    interrupted left invalid. ``IF NOT EXISTS`` would keep such an index, unused."""
+    found = connection.execute(
+        text(
+            "SELECT c.relname::text FROM pg_catalog.pg_index i"
+            " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND NOT i.indisvalid AND c.relname = ANY(:indexes)"
+        ),
+        {"schema": schema, "indexes": list(OPTIONAL_INDEXES.values())},
+    ).scalars()
+    by_index = {index: name for name, index in OPTIONAL_INDEXES.items()}
+    return sorted(by_index[index] for index in found)
+
+
+def create_indexes(
+    connection: Connection, names: Iterable[str], schema: str = DEFAULT_SCHEMA
+) -> None:
+    """Build the optional indexes named (``failed``, ``payload``) without locking the jobs
+    table against writes. ``connection`` must be in autocommit mode
+    (``isolation_level="AUTOCOMMIT"``): ``CONCURRENTLY`` cannot run in a transaction. An
+    index an earlier build left invalid is dropped and built again; a valid one is kept."""
+    wanted = check_index_names(names)
+    for name in invalid_indexes(connection, schema):
+        if name in wanted:
+            connection.execute(as_text(_drop_index(name, schema)))
+    for statement in create_index_statements(wanted, schema):
+        connection.execute(as_text(statement))
+
+
+def drop_indexes(
+    connection: Connection, names: Iterable[str], schema: str = DEFAULT_SCHEMA
+) -> None:
+    """Drop the optional indexes named, concurrently (``connection`` in autocommit mode)."""
+    for statement in drop_index_statements(names, schema):
+        connection.execute(as_text(statement))
 
 
 def installed_version(connection: Connection, schema: str = DEFAULT_SCHEMA) -> int | None:

@@ -58,6 +58,8 @@ OP_NAMES = {
     "downgrade_pgjobs_schema",
     "grant_pgjobs_access",
     "revoke_pgjobs_access",
+    "create_pgjobs_indexes",
+    "drop_pgjobs_indexes",
     "create_job_trigger",
     "drop_job_trigger",
 }

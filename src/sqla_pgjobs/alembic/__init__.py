@@ -29,9 +29,11 @@ from sqla_pgjobs.alembic import compare, render, toimpl
 from sqla_pgjobs.alembic.autogenerate import include_name, pgjobs_include_name
 from sqla_pgjobs.alembic.ops import (
     CreateJobTriggerOp,
+    CreatePgjobsIndexesOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropJobTriggerOp,
+    DropPgjobsIndexesOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -40,9 +42,11 @@ from sqla_pgjobs.alembic.ops import (
 
 __all__ = [
     "CreateJobTriggerOp",
+    "CreatePgjobsIndexesOp",
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
     "DropJobTriggerOp",
+    "DropPgjobsIndexesOp",
     "DropPgjobsSchemaOp",
     "GrantPgjobsAccessOp",
     "RevokePgjobsAccessOp",

@@ -20,9 +20,11 @@ from alembic import op
 
 from sqla_pgjobs.alembic.ops import (
     CreateJobTriggerOp,
+    CreatePgjobsIndexesOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropJobTriggerOp,
+    DropPgjobsIndexesOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -35,9 +37,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "create_job_trigger",
+    "create_pgjobs_indexes",
     "create_pgjobs_schema",
     "downgrade_pgjobs_schema",
     "drop_job_trigger",
+    "drop_pgjobs_indexes",
     "drop_pgjobs_schema",
     "grant_pgjobs_access",
     "revoke_pgjobs_access",
@@ -77,6 +81,16 @@ def grant_pgjobs_access(role_name: str, access: str, *, schema: str = DEFAULT_SC
 def revoke_pgjobs_access(role_name: str, access: str, *, schema: str = DEFAULT_SCHEMA) -> None:
     """``op.revoke_pgjobs_access``: take back what granting the level gave."""
     op.invoke(RevokePgjobsAccessOp(role_name, access, schema))
+
+
+def create_pgjobs_indexes(*names: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """``op.create_pgjobs_indexes``: build optional indexes concurrently (autocommit)."""
+    op.invoke(CreatePgjobsIndexesOp(names, schema))
+
+
+def drop_pgjobs_indexes(*names: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """``op.drop_pgjobs_indexes``: drop optional indexes concurrently (autocommit)."""
+    op.invoke(DropPgjobsIndexesOp(names, schema))
 
 
 def create_job_trigger(table_name: str, trigger: JobTrigger, *, schema: str | None = None) -> None:

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 from alembic.operations import MigrateOperation, Operations
 
 from sqla_pgjobs.errors import InvalidArgumentError, SchemaVersionError
-from sqla_pgjobs.schema import DEFAULT_SCHEMA, check_version, validate_schema_name
+from sqla_pgjobs.schema import (
+    DEFAULT_SCHEMA,
+    check_index_names,
+    check_version,
+    validate_schema_name,
+)
 from sqla_pgjobs.triggers import JobTrigger
 from sqla_pgjobs.validation import check_access, check_identifier, check_name
 
@@ -20,9 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CreateJobTriggerOp",
+    "CreatePgjobsIndexesOp",
     "CreatePgjobsSchemaOp",
     "DowngradePgjobsSchemaOp",
     "DropJobTriggerOp",
+    "DropPgjobsIndexesOp",
     "DropPgjobsSchemaOp",
     "GrantPgjobsAccessOp",
     "RevokePgjobsAccessOp",
@@ -203,6 +210,62 @@ class RevokePgjobsAccessOp(_AccessOp):
 
     def reverse(self) -> GrantPgjobsAccessOp:
         return GrantPgjobsAccessOp(self.role_name, self.access, self.schema)
+
+
+class _IndexesOp(MigrateOperation):
+    """Build or drop optional indexes of the job schema (``sql/indexes.sql``)."""
+
+    #: ``"create"`` or ``"drop"``: the op's name without ``_pgjobs_indexes``.
+    verb: str
+
+    def __init__(self, names: tuple[str, ...], schema: str = DEFAULT_SCHEMA) -> None:
+        self.names = tuple(check_index_names(names))
+        self.schema = validate_schema_name(schema)
+
+    def to_diff_tuple(self) -> tuple[Hashable, ...]:
+        return (f"{self.verb}_pgjobs_indexes", self.schema, *self.names)
+
+
+@Operations.register_operation("create_pgjobs_indexes")
+class CreatePgjobsIndexesOp(_IndexesOp):
+    """Build optional indexes concurrently, outside the migration's transaction."""
+
+    verb = "create"
+
+    @classmethod
+    def create_pgjobs_indexes(
+        cls, operations: Operations, *names: str, schema: str = DEFAULT_SCHEMA
+    ) -> None:
+        """Build the optional indexes ``names``: ``failed`` (jobs failed for good, for the
+        dashboard's and ``pgjobs jobs list``'s failed state) and ``payload`` (JSON
+        containment on the payload; it costs every enqueue). ``CREATE INDEX CONCURRENTLY``
+        does not lock the jobs table against writes, so it cannot run in a transaction: the
+        op commits the migration's transaction so far, builds them in autocommit mode and
+        begins a new one (Alembic's ``autocommit_block``). An index a failed build left
+        invalid is built again; one already there is kept.
+        """
+        operations.invoke(cls(names, schema))
+
+    def reverse(self) -> DropPgjobsIndexesOp:
+        return DropPgjobsIndexesOp(self.names, self.schema)
+
+
+@Operations.register_operation("drop_pgjobs_indexes")
+class DropPgjobsIndexesOp(_IndexesOp):
+    """Drop optional indexes concurrently, outside the migration's transaction."""
+
+    verb = "drop"
+
+    @classmethod
+    def drop_pgjobs_indexes(
+        cls, operations: Operations, *names: str, schema: str = DEFAULT_SCHEMA
+    ) -> None:
+        """Drop the optional indexes ``names`` (``DROP INDEX CONCURRENTLY``, in autocommit
+        mode like :meth:`CreatePgjobsIndexesOp.create_pgjobs_indexes`)."""
+        operations.invoke(cls(names, schema))
+
+    def reverse(self) -> CreatePgjobsIndexesOp:
+        return CreatePgjobsIndexesOp(self.names, self.schema)
 
 
 @Operations.register_operation("create_job_trigger")

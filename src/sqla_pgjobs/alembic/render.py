@@ -8,9 +8,11 @@ from alembic.autogenerate import renderers
 
 from sqla_pgjobs.alembic.ops import (
     CreateJobTriggerOp,
+    CreatePgjobsIndexesOp,
     CreatePgjobsSchemaOp,
     DowngradePgjobsSchemaOp,
     DropJobTriggerOp,
+    DropPgjobsIndexesOp,
     DropPgjobsSchemaOp,
     GrantPgjobsAccessOp,
     RevokePgjobsAccessOp,
@@ -78,6 +80,16 @@ def _access(autogen_context: AutogenContext, op: GrantPgjobsAccessOp | RevokePgj
         f"{_prefix(autogen_context)}{op.verb}_pgjobs_access({op.role_name!r}, {op.access!r}"
         f"{_schema_arg(op.schema)})"
     )
+
+
+@renderers.dispatch_for(CreatePgjobsIndexesOp)
+@renderers.dispatch_for(DropPgjobsIndexesOp)
+def _indexes(
+    autogen_context: AutogenContext, op: CreatePgjobsIndexesOp | DropPgjobsIndexesOp
+) -> str:
+    autogen_context.imports.add(_IMPORT)
+    names = ", ".join(repr(name) for name in op.names)
+    return f"{_prefix(autogen_context)}{op.verb}_pgjobs_indexes({names}{_schema_arg(op.schema)})"
 
 
 _TRIGGER_NAMES = ("JobTrigger", "RowId", "Row", "Fields")
