@@ -343,11 +343,21 @@ def _drop_index(name: str, schema: str) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {quote_schema(schema)}.{OPTIONAL_INDEXES[name]}"
 
 
-def create_index_statements(names: Iterable[str], schema: str = DEFAULT_SCHEMA) -> list[str]:
+def create_index_statements(
+    names: Iterable[str], schema: str = DEFAULT_SCHEMA, *, invalid: Iterable[str] = ()
+) -> list[str]:
     """``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` for each optional index named, to run
-    outside a transaction block (autocommit)."""
+    outside a transaction block (autocommit), each preceded by ``DROP INDEX CONCURRENTLY``
+    when it is one of ``invalid`` (:func:`invalid_indexes`: left invalid by a build that
+    failed, which ``IF NOT EXISTS`` would keep, unused)."""
     statements = _optional_indexes()
-    return [render(statements[name], schema) for name in check_index_names(names)]
+    leftovers = set(invalid)
+    planned: list[str] = []
+    for name in check_index_names(names):
+        if name in leftovers:
+            planned.append(_drop_index(name, schema))
+        planned.append(render(statements[name], schema))
+    return planned
 
 
 def drop_index_statements(names: Iterable[str], schema: str = DEFAULT_SCHEMA) -> list[str]:
@@ -378,11 +388,9 @@ def create_indexes(
     table against writes. ``connection`` must be in autocommit mode
     (``isolation_level="AUTOCOMMIT"``): ``CONCURRENTLY`` cannot run in a transaction. An
     index an earlier build left invalid is dropped and built again; a valid one is kept."""
-    wanted = check_index_names(names)
-    for name in invalid_indexes(connection, schema):
-        if name in wanted:
-            connection.execute(as_text(_drop_index(name, schema)))
-    for statement in create_index_statements(wanted, schema):
+    wanted = check_index_names(names)  # before any statement
+    invalid = invalid_indexes(connection, schema)
+    for statement in create_index_statements(wanted, schema, invalid=invalid):
         connection.execute(as_text(statement))
 
 

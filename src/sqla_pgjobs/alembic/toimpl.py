@@ -80,11 +80,14 @@ def change_pgjobs_access(
 def create_pgjobs_indexes(operations: Operations, operation: CreatePgjobsIndexesOp) -> None:
     context = operations.get_context()
     with context.autocommit_block():
-        if not context.as_sql:  # online: an invalid leftover of a failed build goes first
-            leftovers = set(sql.invalid_indexes(operations.get_bind(), operation.schema))
-            if wanted := [name for name in operation.names if name in leftovers]:
-                _execute(operations, sql.drop_index_statements(wanted, operation.schema))
-        _execute(operations, sql.create_index_statements(operation.names, operation.schema))
+        # Offline there is no database to ask which indexes a failed build left invalid.
+        invalid = (
+            [] if context.as_sql else sql.invalid_indexes(operations.get_bind(), operation.schema)
+        )
+        _execute(
+            operations,
+            sql.create_index_statements(operation.names, operation.schema, invalid=invalid),
+        )
 
 
 @Operations.implementation_for(DropPgjobsIndexesOp)
