@@ -35,6 +35,7 @@ __all__ = [
     "OPTIONAL_INDEXES",
     "access_statement",
     "as_text",
+    "built_indexes",
     "check_index_names",
     "check_version",
     "create_index_statements",
@@ -365,20 +366,27 @@ def drop_index_statements(names: Iterable[str], schema: str = DEFAULT_SCHEMA) ->
     return [_drop_index(name, schema) for name in check_index_names(names)]
 
 
-def invalid_indexes(connection: Connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
-    """The optional indexes (by name) that a concurrent build which failed or was
-    interrupted left invalid. ``IF NOT EXISTS`` would keep such an index, unused."""
-    found = connection.execute(
+def built_indexes(connection: Connection, schema: str = DEFAULT_SCHEMA) -> dict[str, bool]:
+    """The optional indexes present (by name), each with whether it is valid: a
+    concurrent build that failed or was interrupted leaves an invalid one, which the
+    planner never uses."""
+    rows = connection.execute(
         text(
-            "SELECT c.relname::text FROM pg_catalog.pg_index i"
+            "SELECT c.relname::text, i.indisvalid FROM pg_catalog.pg_index i"
             " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
             " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = :schema AND NOT i.indisvalid AND c.relname = ANY(:indexes)"
+            " WHERE n.nspname = :schema AND c.relname = ANY(:indexes)"
         ),
         {"schema": schema, "indexes": list(OPTIONAL_INDEXES.values())},
-    ).scalars()
+    ).all()
     by_index = {index: name for name, index in OPTIONAL_INDEXES.items()}
-    return sorted(by_index[index] for index in found)
+    return {by_index[index]: bool(valid) for index, valid in rows}
+
+
+def invalid_indexes(connection: Connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """The optional indexes (by name) left invalid by a build: ``IF NOT EXISTS`` would keep
+    such an index, unused."""
+    return sorted(name for name, valid in built_indexes(connection, schema).items() if not valid)
 
 
 def create_indexes(

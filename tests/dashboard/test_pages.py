@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from sqla_pgjobs.dashboard import create_app
+from sqla_pgjobs.dashboard import create_app, queries
+from sqla_pgjobs.schema import create_indexes
 from tests.dashboard.workload import direct_counts, finished_counts
 from tests.helpers import SCHEMA, sql
 from tests.metrics.workload import execute
@@ -17,6 +18,7 @@ from tests.metrics.workload import execute
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pytest
     from sqlalchemy.engine import Engine
     from starlette.testclient import TestClient
 
@@ -185,6 +187,43 @@ def test_a_large_jobs_table_is_estimated_not_scanned(
     jobs = client.get("/jobs").text
     total = int(re.search(r"about ([\d,]+)", jobs)[1].replace(",", ""))  # type: ignore[index]
     assert 50_000 < total < 70_000
+
+
+def test_a_filter_an_unbuilt_optional_index_would_serve_says_how_to_build_it(
+    make_client: Callable[..., TestClient], jobs_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "INDEX_HINT_ROWS", 50_000)
+    execute(
+        jobs_engine,
+        sql(
+            "INSERT INTO app_jobs.jobs (task_identifier, payload)"
+            " SELECT 'bulk', json_build_object('n', i) FROM generate_series(1, 60000) i"
+        ),
+        sql("ANALYZE app_jobs.jobs"),
+    )
+    client = make_client()
+
+    def hint(path: str) -> str | None:
+        found = re.search(
+            r'<p class="notice" id="index-hint">(.*?)</p>', client.get(path).text, re.S
+        )
+        return " ".join(found[1].split()) if found else None
+
+    assert hint("/jobs") is None
+    assert hint("/jobs?task=bulk") is None
+    failed = hint("/jobs?state=failed")
+    assert failed is not None
+    assert "the optional index <code>failed</code> would serve it" in failed
+    assert "<code>pgjobs migrate --index failed</code>" in failed
+    both = hint("/jobs?state=failed&payload=%7B%22n%22%3A5%7D")
+    assert both is not None
+    assert '<code>op.create_pgjobs_indexes("failed", "payload")</code>' in both
+    with jobs_engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        create_indexes(connection, ["payload"], SCHEMA)
+    assert "<code>failed</code>" in (hint("/jobs?state=failed&payload=%7B%22n%22%3A5%7D") or "")
+    assert hint("/jobs?payload=%7B%22n%22%3A5%7D") is None
+    assert job_ids(client.get("/jobs?payload=%7B%22n%22%3A5%7D").text) != []
 
 
 def test_the_last_day_counts_from_24_hours_ago_on_a_small_and_a_large_history(

@@ -75,6 +75,9 @@ HISTORY_SCAN_ROWS = 50_000
 #: their ids when written, and a transaction's finished_at is its start, so a long one
 #: can write an older time after a newer one.
 HISTORY_ID_SLACK = 10_000
+#: From this many jobs (the planner's count) on, a listing whose filter an optional index
+#: would serve, and which is not built, says so (sql/indexes.sql).
+INDEX_HINT_ROWS = 100_000
 #: The charts' span: the last day, an hour a bar.
 HOURS = 24
 
@@ -284,6 +287,9 @@ class JobPage:
     next_before: int | None
     total: int
     estimated: bool
+    #: The optional indexes that would serve this filter and are not built (a large
+    #: table only): the page says how to add them.
+    missing_indexes: list[str] = field(default_factory=list)
 
 
 def _page(
@@ -319,7 +325,38 @@ def live_jobs(connection: Connection, f: JobFilter, tenant: uuid.UUID | None) ->
     rows, next_before, total, estimated = _page(
         connection, jobs, [*jobs.c, admin.job_state()], conditions, f
     )
-    return JobPage([admin.JobView(**row) for row in rows], next_before, total, estimated)
+    return JobPage(
+        [admin.JobView(**row) for row in rows],
+        next_before,
+        total,
+        estimated,
+        _missing_indexes(connection, f),
+    )
+
+
+def _missing_indexes(connection: Connection, f: JobFilter) -> list[str]:
+    """The optional indexes (sql/indexes.sql) that would serve ``f``, not built (or left
+    invalid) on a jobs table of INDEX_HINT_ROWS or more."""
+    from sqla_pgjobs.database import mapped_schema
+    from sqla_pgjobs.schema import built_indexes, quote_schema
+
+    serving = [
+        name
+        for name, used in (("failed", f.state == "failed"), ("payload", f.payload is not None))
+        if used
+    ]
+    if not serving:
+        return []
+    schema = mapped_schema(connection)
+    rows = connection.execute(
+        select(database_state.pg_class.c.reltuples).where(
+            database_state.pg_class.c.oid == func.to_regclass(f"{quote_schema(schema)}.jobs")
+        )
+    ).scalar()
+    if rows is None or rows < INDEX_HINT_ROWS:
+        return []
+    built = built_indexes(connection, schema)
+    return [name for name in serving if not built.get(name)]
 
 
 def finished_jobs(connection: Connection, f: JobFilter, tenant: uuid.UUID | None) -> JobPage:
