@@ -773,8 +773,8 @@ DROP FUNCTION app_jobs.as_finished(app_jobs.jobs, timestamptz, text, timestamptz
 DROP TABLE app_jobs.job_history, app_jobs.history_retention, app_jobs.job_first_starts,
   app_jobs.maintenance, app_jobs.pauses, app_jobs.cancel_requests, app_jobs.job_trace_contexts;
 
--- alive_until leaves the operator level, and the read level goes: version 1's list, and the grants taken back (those
--- of the functions and tables dropped above went with them).
+-- alive_until leaves the operator level, and the read level goes: version 1's list, and
+-- the grants taken back (those of the functions and tables dropped above went with them).
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp

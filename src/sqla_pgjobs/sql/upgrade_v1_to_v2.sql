@@ -1816,9 +1816,9 @@ REVOKE ALL ON app_jobs.job_history, app_jobs.history_retention, app_jobs.job_fir
 -- one at a time), cancel_requested_jobs (fix 9), fail_jobs_for_good (fix 10) and
 -- retry_jobs_at (fix 11) and trace_contexts (fix 12); the enqueue level gains
 -- set_trace_contexts (fix 12); the new read level (fix 13) holds alive_until and reads
--- the tables, as operator does. grant_access lists them from now on, and the roles that already hold a level get them now: those that can execute
--- add_job hold the enqueue level, complete_job_batch the worker level, complete_jobs the
--- operator level.
+-- the tables, as operator does. grant_access lists them from now on, and the roles that
+-- already hold a level get them now: those that can execute add_job hold the enqueue
+-- level, complete_job_batch the worker level, complete_jobs the operator level.
 CREATE OR REPLACE FUNCTION app_jobs.access_functions(access text) RETURNS SETOF regprocedure
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1860,7 +1860,6 @@ BEGIN
    ORDER BY f.rank, p.proname;
 END
 $$;
-
 
 -- Version 1's change_access, but the read level (fix 13) gets SELECT on the tables too.
 CREATE OR REPLACE FUNCTION app_jobs.change_access(role_name text, access text, grant_it boolean)
