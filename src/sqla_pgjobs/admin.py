@@ -20,7 +20,14 @@ from sqla_pgjobs import functions as fn
 from sqla_pgjobs.errors import InvalidArgumentError
 from sqla_pgjobs.filters import job_filters
 from sqla_pgjobs.schedules import InvalidScheduleError, parse_schedule
-from sqla_pgjobs.tables import job_history, jobs, pauses, scheduled_jobs, workers
+from sqla_pgjobs.tables import (
+    cancel_requests,
+    job_history,
+    jobs,
+    pauses,
+    scheduled_jobs,
+    workers,
+)
 
 if TYPE_CHECKING:
     import uuid
@@ -45,6 +52,7 @@ __all__ = [
     "WorkerView",
     "as_json",
     "cancel",
+    "cancel_requested_at",
     "delete",
     "fail",
     "job_state",
@@ -322,6 +330,15 @@ def show_job(connection: Connection, job_id: int) -> JobView | None:
         .one_or_none()
     )
     return JobView(**row) if row is not None else None
+
+
+def cancel_requested_at(connection: Connection, job_id: int) -> datetime | None:
+    """When a cancel request for the running job ``job_id`` was made, or None when there
+    is none (its worker stops it and ends it as cancelled; schema version 2)."""
+    found: datetime | None = connection.execute(
+        select(cancel_requests.c.requested_at).where(cancel_requests.c.job_id == job_id)
+    ).scalar()
+    return found
 
 
 def list_schedules(connection: Connection) -> list[ScheduleView]:

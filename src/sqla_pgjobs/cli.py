@@ -1002,20 +1002,27 @@ def jobs_list(
 @SCHEMA
 def jobs_show(job_id: int, database_url: str, schema: str) -> None:
     """Everything about one job, live or finished, as JSON: its row (while it is in the
-    queue) and its history (every finish recorded). Exit 1 if neither is there."""
+    queue), when a cancel request for it was made (cancel_requested_at, null when none:
+    its worker stops it), and its history (every finish recorded). Exit 1 if neither is
+    there."""
     from sqla_pgjobs.admin import as_json as plain
-    from sqla_pgjobs.admin import show_job
+    from sqla_pgjobs.admin import cancel_requested_at, show_job
     from sqla_pgjobs.history import history_of
 
     with _reported(schema), _connection(database_url, schema) as connection:
         row = show_job(connection, job_id)
+        requested = cancel_requested_at(connection, job_id) if row is not None else None
         finishes = history_of(connection, job_id)
     if row is None and not finishes:
         raise click.ClickException(
             f"no job {job_id}: not in the queue, and no finish of it in the history "
             "(pruned after its retention, or never recorded)"
         )
-    shown = plain(row) if row is not None else {"id": job_id, "state": finishes[-1].outcome}
+    shown = (
+        {**plain(row), "cancel_requested_at": requested.isoformat() if requested else None}
+        if row is not None
+        else {"id": job_id, "state": finishes[-1].outcome}
+    )
     _echo_json({**shown, "history": [_history_json(finish) for finish in finishes]})
 
 

@@ -5,6 +5,7 @@ against a real PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -225,6 +226,14 @@ def test_cancel_by_ids_reports_each_and_exits_1_for_those_it_could_not_cancel(
             select(job_history.c.outcome).where(job_history.c.job_id == ids["live"])
         ).scalar_one()
     assert outcome == "cancelled"
+    # The running job shows its request until its worker stops it; a job without one, null.
+    requested, other = cli_all(
+        database_url, ["jobs", "show", str(running)], ["jobs", "show", str(ids["export"])]
+    )
+    shown = json.loads(ok(requested))
+    assert (shown["state"], shown["locked_by"]) == ("running", "worker-1")
+    assert datetime.fromisoformat(shown["cancel_requested_at"]).tzinfo is not None
+    assert json.loads(ok(other))["cancel_requested_at"] is None
 
 
 def test_cancel_by_filters_takes_only_jobs_that_may_still_run(

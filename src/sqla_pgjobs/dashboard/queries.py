@@ -31,7 +31,6 @@ from sqla_pgjobs.filters import job_filters
 from sqla_pgjobs.history import HistoryView, history_of
 from sqla_pgjobs.metrics import database_state
 from sqla_pgjobs.tables import (
-    cancel_requests,
     job_history,
     job_queues,
     job_trace_contexts,
@@ -687,9 +686,7 @@ def job_detail(connection: Connection, job_id: int, tenant: uuid.UUID | None) ->
     context = connection.execute(
         select(job_trace_contexts.c.context).where(job_trace_contexts.c.job_id == job_id)
     ).scalar()
-    requested = connection.execute(
-        select(cancel_requests.c.requested_at).where(cancel_requests.c.job_id == job_id)
-    ).scalar()
+    requested = admin.cancel_requested_at(connection, job_id)
     timeline: list[TimelineEntry] = []
     first = live or finishes[0]
     timeline.append(TimelineEntry(first.created_at, "enqueued"))
