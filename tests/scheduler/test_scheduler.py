@@ -109,7 +109,14 @@ def test_a_per_second_cron_makes_one_job_per_second_with_two_schedulers(
     counts = per_second(ran)
     assert max(counts.values()) == 1, counts  # never two jobs for one fire time
     assert 4 <= len(ran) <= 7, counts
-    assert first.stats.fired + second.stats.fired == len(ran)
+    # A fire just before the stop makes a job the worker may not have taken yet: it waits
+    # in the queue, and counts as fired.
+    with jobs_engine.connect() as connection:
+        waiting = connection.execute(
+            sql("SELECT count(*) FROM app_jobs.jobs WHERE task_identifier = 'tick'")
+        ).scalar_one()
+    assert waiting <= 1
+    assert first.stats.fired + second.stats.fired == len(ran) + waiting
     assert first.stats.skipped + second.stats.skipped <= 1
 
 
