@@ -118,7 +118,7 @@ def test_a_job_that_fails_for_good_is_found_through_the_failed_index(engine: Eng
         doomed = connection.execute(add_job("doomed", max_attempts=1)).one().id
         connection.execute(add_job("fine"))
     with engine.begin() as connection:
-        connection.execute(text("SELECT * FROM app_jobs.get_job('w-1234', ARRAY['doomed'])"))
+        connection.execute(sql("SELECT * FROM app_jobs.get_job('w-1234', ARRAY['doomed'])"))
         connection.execute(fail_job("w-1234", doomed, "boom"))
     with engine.begin() as connection:
         connection.execute(text("SET LOCAL enable_seqscan = off"))

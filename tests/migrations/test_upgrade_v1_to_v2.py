@@ -140,7 +140,7 @@ def test_a_read_role_granted_at_version_2_keeps_only_reads_going_down(
                 with engine.connect() as connection:
                     row = connection.execute(
                         sql(
-                            "SELECT has_schema_privilege(:role, :schema, 'USAGE'),"
+                            "SELECT has_schema_privilege(:role, :schema_name, 'USAGE'),"
                             " has_table_privilege(:role, :jobs, 'SELECT'),"
                             " coalesce(bool_or(has_function_privilege(:role, p.oid, 'EXECUTE'))"
                             "          FILTER (WHERE p.proname = 'alive_until'), false)"
@@ -148,6 +148,7 @@ def test_a_read_role_granted_at_version_2_keeps_only_reads_going_down(
                         ),
                         {
                             "role": role,
+                            "schema_name": SCHEMA,
                             "schema": quote_schema(SCHEMA),
                             "jobs": f"{quote_schema(SCHEMA)}.jobs",
                         },
