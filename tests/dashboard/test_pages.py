@@ -170,9 +170,9 @@ def test_an_empty_database_renders_every_page(client: TestClient) -> None:
         assert response.status_code == 200, path
 
 
-def test_a_large_jobs_table_is_estimated_not_scanned(
-    make_client: Callable[..., TestClient], jobs_engine: Engine
-) -> None:
+def fill_bulk_jobs(jobs_engine: Engine) -> None:
+    """60,000 jobs of task 'bulk' (payload {"n": i}), analyzed: a table above the exact
+    counts' limit."""
     execute(
         jobs_engine,
         sql(
@@ -181,6 +181,12 @@ def test_a_large_jobs_table_is_estimated_not_scanned(
         ),
         sql("ANALYZE app_jobs.jobs"),
     )
+
+
+def test_a_large_jobs_table_is_estimated_not_scanned(
+    make_client: Callable[..., TestClient], jobs_engine: Engine
+) -> None:
+    fill_bulk_jobs(jobs_engine)
     client = make_client()
     page = client.get("/").text
     assert "estimated from a sample" in page
@@ -193,14 +199,7 @@ def test_a_filter_an_unbuilt_optional_index_would_serve_says_how_to_build_it(
     make_client: Callable[..., TestClient], jobs_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queries, "INDEX_HINT_ROWS", 50_000)
-    execute(
-        jobs_engine,
-        sql(
-            "INSERT INTO app_jobs.jobs (task_identifier, payload)"
-            " SELECT 'bulk', json_build_object('n', i) FROM generate_series(1, 60000) i"
-        ),
-        sql("ANALYZE app_jobs.jobs"),
-    )
+    fill_bulk_jobs(jobs_engine)
     client = make_client()
 
     def hint(path: str) -> str | None:

@@ -337,7 +337,7 @@ def _missing_indexes(connection: Connection, f: JobFilter) -> list[str]:
     """The optional indexes (sql/indexes.sql) that would serve ``f``, not built (or left
     invalid) on a jobs table of INDEX_HINT_ROWS or more."""
     from sqla_pgjobs.database import mapped_schema
-    from sqla_pgjobs.schema import built_indexes, quote_schema
+    from sqla_pgjobs.schema import built_indexes
 
     serving = [
         name
@@ -346,15 +346,10 @@ def _missing_indexes(connection: Connection, f: JobFilter) -> list[str]:
     ]
     if not serving:
         return []
-    schema = mapped_schema(connection)
-    rows = connection.execute(
-        select(database_state.pg_class.c.reltuples).where(
-            database_state.pg_class.c.oid == func.to_regclass(f"{quote_schema(schema)}.jobs")
-        )
-    ).scalar()
+    rows = _planned_rows(connection, "jobs")
     if rows is None or rows < INDEX_HINT_ROWS:
         return []
-    built = built_indexes(connection, schema)
+    built = built_indexes(connection, mapped_schema(connection))
     return [name for name in serving if not built.get(name)]
 
 
@@ -450,11 +445,7 @@ class Overview:
 def _first_history_id(connection: Connection, cutoff: datetime) -> int | None:
     """The first history id finished at or after ``cutoff``, by binary search over the
     primary key (None: read the whole table, it is small)."""
-    rows = connection.execute(
-        select(database_state.pg_class.c.reltuples).where(
-            database_state.pg_class.c.oid == func.to_regclass(_qualified(connection))
-        )
-    ).scalar()
+    rows = _planned_rows(connection, "job_history")
     if rows is None or rows < HISTORY_SCAN_ROWS:
         return None
     low, high = connection.execute(
@@ -478,11 +469,18 @@ def _first_history_id(connection: Connection, cutoff: datetime) -> int | None:
     return int(max(low - HISTORY_ID_SLACK, 0))
 
 
-def _qualified(connection: Connection) -> str:
+def _planned_rows(connection: Connection, table: str) -> float | None:
+    """The planner's row count of the job schema's ``table`` (None: never analyzed)."""
     from sqla_pgjobs.database import mapped_schema
     from sqla_pgjobs.schema import quote_schema
 
-    return f"{quote_schema(mapped_schema(connection))}.job_history"
+    qualified = f"{quote_schema(mapped_schema(connection))}.{table}"
+    rows: float | None = connection.execute(
+        select(database_state.pg_class.c.reltuples).where(
+            database_state.pg_class.c.oid == func.to_regclass(qualified)
+        )
+    ).scalar()
+    return rows
 
 
 def _live_counts(
